@@ -82,7 +82,7 @@ def _same_synthetic(out: Path, seed: int, config: SyntheticConfig) -> bool:
         meta = json.loads(meta_file.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+    wanted = json.loads(json.dumps(config.to_dict()))
     return meta.get("seed") == seed and meta.get("config") == wanted
 
 
