@@ -103,6 +103,23 @@ def imported_siblings(env: Path, module: str) -> set[str]:
     return set(json.loads(run([str(env / "bin/python"), "-c", code]).strip().splitlines()[-1]))
 
 
+# Runs in the reid-refine environment (torch only): the package must work there, not just import.
+REFINE_SMOKE = """
+import torch
+from reid_refine import aals_loss, cross_agreement, dcls_loss, pglr_loss
+g = torch.nn.functional.normalize(torch.randn(40, 16), dim=1)
+p = torch.nn.functional.normalize(torch.randn(40, 3, 16), dim=2)
+c = cross_agreement(g, p, k=5)
+y = torch.randint(0, 4, (40,))
+gl = torch.randn(40, 4, requires_grad=True)
+pl = torch.randn(40, 3, 4, requires_grad=True)
+loss = aals_loss(pl, y, c) + pglr_loss(gl, pl, y, c) + dcls_loss(gl, pl, g, p, y).total
+loss.backward()
+assert c.shape == (40, 3) and torch.isfinite(loss) and gl.grad is not None
+print("reid-refine smoke run: loss", round(loss.item(), 4))
+"""
+
+
 def main() -> int:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / ".ci/work").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -123,6 +140,7 @@ def main() -> int:
             if "torch" not in installed:
                 failures.append("reid-refine did not install torch into its fresh environment")
             borrow = site_packages(env)
+            print(run([str(env / "bin/python"), "-c", REFINE_SMOKE]).strip())
     for f in failures:
         print("FAIL:", f)
     print("isolated installs:", "FAILED" if failures else "all packages install on their own")
