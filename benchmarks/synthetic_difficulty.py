@@ -29,7 +29,7 @@ from reid_eval.datasets import SyntheticConfig, load_dataset, make_synthetic_dat
 from reid_eval.datasets.base import ReIDDataset  # noqa: E402
 from reid_eval.distance import pairwise_distance  # noqa: E402
 from reid_eval.features import pixel_features  # noqa: E402
-from reid_eval.metrics import RankResult, evaluate_rank  # noqa: E402
+from reid_eval.metrics import RankResult, evaluate_records  # noqa: E402
 
 CHANCE_ROW = "chance"
 CHANCE_TEXT = "random ranking (uniform random distances, seed 0)"
@@ -43,13 +43,7 @@ def evaluate_random_ranking(dataset: ReIDDataset) -> RankResult:
 
     gen = torch.Generator().manual_seed(0)
     dist = torch.rand(len(dataset.query), len(dataset.gallery), generator=gen)
-    return evaluate_rank(
-        dist,
-        [r.pid for r in dataset.query],
-        [r.pid for r in dataset.gallery],
-        [r.camid for r in dataset.query],
-        [r.camid for r in dataset.gallery],
-    )
+    return evaluate_records(dist, dataset.query, dataset.gallery)
 
 
 def evaluate_pixel_lda(dataset: ReIDDataset) -> RankResult:
@@ -70,13 +64,8 @@ def evaluate_pixel_lda(dataset: ReIDDataset) -> RankResult:
         x = lda.transform(pca.transform(pixel_features(records).numpy()))
         return torch.nn.functional.normalize(torch.tensor(x, dtype=torch.float32), dim=1)
 
-    return evaluate_rank(
-        pairwise_distance(embed(dataset.query), embed(dataset.gallery)),
-        [r.pid for r in dataset.query],
-        [r.pid for r in dataset.gallery],
-        [r.camid for r in dataset.query],
-        [r.camid for r in dataset.gallery],
-    )
+    dist = pairwise_distance(embed(dataset.query), embed(dataset.gallery))
+    return evaluate_records(dist, dataset.query, dataset.gallery)
 
 
 def main() -> int:

@@ -150,3 +150,16 @@ def test_cli_reports_dataset_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "expected layout not found" in capsys.readouterr().err
     assert main(["summary", "--dataset", "dukemtmc", "--data-root", str(tmp_path)]) == 2
     assert "withdrawn" in capsys.readouterr().err
+
+
+def test_evaluate_records_reads_pids_and_cameras() -> None:
+    from reid_eval import evaluate_rank, evaluate_records
+
+    query = [ImageRecord("q0", 1, 0), ImageRecord("q1", 2, 1)]
+    gallery = [ImageRecord("g0", 1, 1), ImageRecord("g1", 2, 0), ImageRecord("g2", 1, 0)]
+    dist = torch.tensor([[0.2, 0.1, 0.0], [0.3, 0.2, 0.1]])
+    # q0 (pid 1, cam 0): g2 removed (same pid + camera); ranked g1 (wrong), g0 (match) -> AP 1/2
+    # q1 (pid 2, cam 1): ranked g2 (wrong), g1 (match), g0 -> AP 1/2
+    result = evaluate_records(dist, query, gallery, max_rank=3)
+    assert result.mAP == pytest.approx(0.5)
+    assert result == evaluate_rank(dist, [1, 2], [1, 2, 1], [0, 1], [1, 0, 0], max_rank=3)

@@ -16,7 +16,7 @@ from .datasets import (
 )
 from .distance import pairwise_distance
 from .features import ImageReadError, extract_features, pixel_features
-from .metrics import RankResult, evaluate_rank
+from .metrics import RankResult, evaluate_rank, evaluate_records
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "ReIDDataset",
     "__version__",
     "evaluate_rank",
+    "evaluate_records",
     "extract_features",
     "load_dataset",
     "make_synthetic_dataset",

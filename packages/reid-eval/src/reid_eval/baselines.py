@@ -11,7 +11,7 @@ import torch
 from .datasets.base import ReIDDataset
 from .distance import pairwise_distance
 from .features import extract_features, pixel_features
-from .metrics import RankResult, evaluate_rank
+from .metrics import RankResult, evaluate_records
 
 __all__ = ["BASELINES", "baseline_features", "evaluate_baseline"]
 
@@ -63,12 +63,4 @@ def evaluate_baseline(
     qf, gf = baseline_features(
         dataset, name, seed=seed, size=size, batch_size=batch_size, device=device
     )
-    dist = pairwise_distance(qf, gf)
-    return evaluate_rank(
-        dist,
-        [r.pid for r in dataset.query],
-        [r.pid for r in dataset.gallery],
-        [r.camid for r in dataset.query],
-        [r.camid for r in dataset.gallery],
-        max_rank=max_rank,
-    )
+    return evaluate_records(pairwise_distance(qf, gf), dataset.query, dataset.gallery, max_rank)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RankResult", "evaluate_rank"]
+__all__ = ["RankResult", "evaluate_rank", "evaluate_records"]
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[int]
 """A 1-D integer array given as a numpy array, a torch tensor or a list."""
@@ -259,6 +259,29 @@ def evaluate_rank(
         num_queries=num_q,
         ap=ap,
         inp=inp,
+    )
+
+
+def evaluate_records(
+    distmat: np.ndarray | torch.Tensor,
+    query: Sequence[Any],
+    gallery: Sequence[Any],
+    max_rank: int = 50,
+) -> RankResult:
+    """:func:`evaluate_rank` with the pids and camids read from ``query`` / ``gallery`` records.
+
+    Args:
+        distmat: ``[len(query), len(gallery)]`` distances.
+        query, gallery: records with ``.pid`` and ``.camid`` (e.g. ``ReIDDataset.query``).
+        max_rank: length of the CMC curve.
+    """
+    return evaluate_rank(
+        distmat,
+        [r.pid for r in query],
+        [r.pid for r in gallery],
+        [r.camid for r in query],
+        [r.camid for r in gallery],
+        max_rank=max_rank,
     )
 
 
