@@ -51,6 +51,20 @@ def test_no_package_imports_a_sibling_it_may_not_use(package: str) -> None:
             assert sib in allowed, f"{path.relative_to(ROOT)} imports {sib}"
 
 
+def test_sibling_ranges_admit_the_siblings_current_versions() -> None:
+    from packaging.requirements import Requirement
+
+    versions = {p: importlib.import_module(p.replace("-", "_")).__version__ for p in PACKAGES}
+    for package in PACKAGES:
+        meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
+        for dep in map(Requirement, meta["project"]["dependencies"]):
+            if dep.name in versions:
+                assert dep.specifier.contains(versions[dep.name]), (
+                    f"{package} requires {dep} but {dep.name} is {versions[dep.name]}: "
+                    "widen the range when bumping a sibling"
+                )
+
+
 def test_markdown_links_resolve() -> None:
     files = [
         ROOT / "README.md",
