@@ -59,7 +59,7 @@ PLAN = {
 
 
 def run(cmd: list[str]) -> str:
-    print("+", " ".join(cmd), flush=True)
+    print("+", " ".join("<script>" if "\n" in c else c for c in cmd), flush=True)
     proc = subprocess.run(cmd, text=True, capture_output=True)
     if proc.returncode != 0:
         print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
