@@ -88,6 +88,11 @@ class ReIDDataset:
                     f"{self.name}: the {split} split under '{self.root}' is empty; "
                     "check that the image folders hold images and that the right root was given"
                 )
+        if not {r.pid for r in self.query} & {r.pid for r in self.gallery}:
+            raise DatasetError(
+                f"{self.name}: no query identity appears in the gallery; query and gallery "
+                "folders probably come from different datasets or splits"
+            )
 
     def stats(self, split: str) -> SplitStats:
         """Images / identities / cameras of ``split`` (``"train"``, ``"query"``, ``"gallery"``)."""

@@ -15,7 +15,6 @@ from .base import (
     format_examples,
     list_images,
 )
-from .market1501 import _check_query_in_gallery
 
 __all__ = ["FolderDataset", "DEFAULT_CAMERA_PATTERN"]
 
@@ -93,7 +92,6 @@ class FolderDataset:
         else:
             splits = self._read_folders()
             note = f"identity folders; camera pattern {self.camera_regex.pattern!r}"
-        _check_query_in_gallery(splits["query"], splits["gallery"], self.display_name)
         return ReIDDataset(
             self.name, self.root, splits["train"], splits["query"], splits["gallery"], [note]
         )

@@ -12,7 +12,6 @@ from .base import (
     ReIDDataset,
     format_examples,
 )
-from .market1501 import _check_query_in_gallery
 
 __all__ = ["MSMT17"]
 
@@ -95,7 +94,6 @@ class MSMT17:
             train += _read_list(base / "list_val.txt", train_dir)
         query = _read_list(base / "list_query.txt", test_dir)
         gallery = _read_list(base / "list_gallery.txt", test_dir)
-        _check_query_in_gallery(query, gallery, "MSMT17")
         notes = [f"images from {train_dir.name}/ and {test_dir.name}/"]
         if self.include_val:
             notes.append("training split = list_train + list_val")
