@@ -46,6 +46,7 @@ def test_extract_features_pools_maps_normalises_and_flips(tmp_path: Path) -> Non
     records = [ImageRecord(str(p), 1, 0) for p in paths]
     conv = torch.nn.Conv2d(3, 4, 3)
     feats = extract_features(conv, records, size=(16, 8), batch_size=2)
+    assert conv.training  # returned to the mode it was in
     assert feats.shape == (3, 4)
     torch.testing.assert_close(feats.norm(dim=1), torch.ones(3))
 

@@ -94,7 +94,8 @@ def extract_features(
     """Run ``model`` (eval mode) over the images of ``records``; return ``[N, D]`` on CPU.
 
     Args:
-        model: maps ``[B, 3, H, W]`` to ``[B, D]`` (a ``[B, C, h, w]`` map is average-pooled).
+        model: maps ``[B, 3, H, W]`` to ``[B, D]`` (a ``[B, C, h, w]`` map is average-pooled);
+            run in eval mode, then returned to the mode it was in.
         records: the images, in the order of the returned rows.
         size: input ``(height, width)``.
         batch_size, num_workers: data loading.
@@ -104,6 +105,7 @@ def extract_features(
     """
     if len(records) == 0:
         raise ValueError("records is empty: there are no images to extract features from")
+    was_training = model.training
     model = model.to(device).eval()
     loader = DataLoader(
         ImageTensorDataset(records, size), batch_size=batch_size, num_workers=num_workers
@@ -115,6 +117,7 @@ def extract_features(
         if flip:
             feats = (feats + _embed(model, images.flip(-1))) / 2
         out.append(feats.float().cpu())
+    model.train(was_training)  # a training loop's model comes back in the mode it was in
     feats = torch.cat(out)
     if not torch.isfinite(feats).all():
         raise FloatingPointError(
