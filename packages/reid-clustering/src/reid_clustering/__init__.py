@@ -1,10 +1,56 @@
 """Clustering for unsupervised person re-identification.
 
-kNN (torch, faiss-cpu, faiss-gpu), the k-reciprocal Jaccard distance of SpCL/PPLR (dense and
-sparse) and DBSCAN pseudo labels. The algorithms arrive with the reid-clustering issue; this
-release holds the installable skeleton.
+* :func:`knn_search`: exact inner-product kNN with torch (CPU/GPU, default), faiss-cpu or
+  faiss-gpu backends.
+* :func:`compute_jaccard_distance`: the k-reciprocal Jaccard distance of SpCL/PPLR, dense (equal
+  to the reference) or sparse (``O(N·k)`` memory); built on :mod:`reid_clustering.kreciprocal`,
+  the k-reciprocal encoding that ``reid_eval``'s re-ranking shares.
+* :func:`dbscan_pseudo_labels` and :func:`cluster_statistics`: DBSCAN pseudo labels and their
+  summary; :func:`pseudo_label_quality`: NMI, ARI, pairwise precision/recall/F1.
 """
+
+from .dbscan import (
+    SPARSE_THRESHOLD,
+    ClusterStats,
+    NoClustersWarning,
+    cluster_statistics,
+    dbscan_pseudo_labels,
+)
+from .jaccard import compute_jaccard_distance, half_width
+from .knn import BACKENDS, KNNResult, faiss_available, knn_search
+from .kreciprocal import (
+    RowSparse,
+    expanded_reciprocal_pairs,
+    jaccard_from_encoding,
+    k_reciprocal_encoding,
+    k_reciprocal_sets,
+    local_query_expansion,
+    reciprocal_mask,
+)
+from .quality import LabelQuality, pseudo_label_quality
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "BACKENDS",
+    "SPARSE_THRESHOLD",
+    "ClusterStats",
+    "KNNResult",
+    "LabelQuality",
+    "NoClustersWarning",
+    "RowSparse",
+    "__version__",
+    "cluster_statistics",
+    "compute_jaccard_distance",
+    "dbscan_pseudo_labels",
+    "expanded_reciprocal_pairs",
+    "faiss_available",
+    "half_width",
+    "jaccard_from_encoding",
+    "k_reciprocal_encoding",
+    "k_reciprocal_sets",
+    "knn_search",
+    "local_query_expansion",
+    "pseudo_label_quality",
+    "reciprocal_mask",
+]

@@ -1,0 +1,180 @@
+"""DBSCAN pseudo labels on the k-reciprocal Jaccard distance, as SpCL/PPLR produce them."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse
+import torch
+from sklearn.cluster import DBSCAN
+from sklearn.neighbors import sort_graph_by_row_values
+
+from ._validation import as_feature_tensor, check_int
+from .jaccard import compute_jaccard_distance
+from .knn import Backend
+
+__all__ = [
+    "SPARSE_THRESHOLD",
+    "ClusterStats",
+    "NoClustersWarning",
+    "cluster_statistics",
+    "dbscan_pseudo_labels",
+]
+
+SPARSE_THRESHOLD = 8192
+"""Above this many samples :func:`dbscan_pseudo_labels` uses the sparse radius graph by default
+(a dense Jaccard matrix needs ``4·N²`` bytes: 0.27 GB at 8,192, 4.3 GB at MSMT17's 32,621)."""
+
+
+class NoClustersWarning(UserWarning):
+    """DBSCAN labelled every sample an outlier."""
+
+
+def dbscan_pseudo_labels(
+    features: np.ndarray | torch.Tensor,
+    eps: float,
+    min_samples: int = 4,
+    k1: int = 30,
+    k2: int = 6,
+    *,
+    sparse: bool | None = None,
+    backend: Backend = "torch",
+    normalize: bool = True,
+    n_jobs: int | None = None,
+) -> np.ndarray:
+    """Pseudo labels: DBSCAN on the k-reciprocal Jaccard distance of the features.
+
+    The clustering step of SpCL/PPLR: ``DBSCAN(eps, min_samples, metric="precomputed")`` on
+    :func:`~reid_clustering.compute_jaccard_distance` ``(features, k1, k2)``. PPLR uses
+    ``eps=0.5`` (Market-1501 without the camera loss), 0.4 (with it), 0.6 (MSMT17 with cameras),
+    0.7 (VeRi-776), ``min_samples=4``, ``k1=30``, ``k2=6``.
+
+    The sparse path hands DBSCAN the radius graph of pairs with ``J <= eps`` instead of the
+    ``N × N`` matrix; the neighbourhoods, hence the labels, are the same (DBSCAN's labels do not
+    depend on the order of neighbours), in ``O(N·k)`` memory.
+
+    Args:
+        features: ``[N, D]`` features (numpy or torch, any device).
+        eps: neighbourhood radius on the Jaccard distance, in ``(0, 1)`` for the sparse path.
+        min_samples: samples (the point itself included) within ``eps`` of a core point.
+        k1, k2: k-reciprocal and query-expansion neighbours.
+        sparse: True/False force the path; None (default) → sparse when
+            ``N > SPARSE_THRESHOLD`` (:data:`SPARSE_THRESHOLD`).
+        backend: kNN backend; ``normalize``: L2-normalise the features first.
+        n_jobs: DBSCAN's neighbour-query parallelism (scikit-learn semantics).
+
+    Returns:
+        int64 numpy labels ``[N]``: ``0..C-1`` for the clusters, ``-1`` for outliers. When every
+        sample is an outlier, all ``-1`` and a :class:`NoClustersWarning` (never an exception).
+
+    Raises:
+        ValueError: invalid ``eps``/``min_samples``, or the feature errors of
+            :func:`compute_jaccard_distance` (NaN/inf, zero-norm rows, ``N <= k1``, not 2-D).
+    """
+    eps = _check_eps(eps)
+    min_samples = check_int(min_samples, "min_samples", 1)
+    x = as_feature_tensor(features)
+    n = x.shape[0]
+    if sparse is None:
+        sparse = n > SPARSE_THRESHOLD and eps < 1
+    if sparse and eps >= 1:
+        raise ValueError(
+            f"eps={eps} >= 1 makes every pair a neighbour (the Jaccard distance is at most 1), "
+            "which a sparse radius graph cannot represent; use eps < 1 or sparse=False"
+        )
+    distance = compute_jaccard_distance(
+        x,
+        k1,
+        k2,
+        sparse=sparse,
+        max_distance=eps if sparse else None,
+        normalize=normalize,
+        backend=backend,
+    )
+    if sparse:
+        distance = sort_graph_by_row_values(distance, copy=False, warn_when_not_sorted=False)
+    elif isinstance(distance, torch.Tensor):
+        distance = distance.cpu().numpy()
+    with warnings.catch_warnings():
+        # DBSCAN stores the diagonal of a sparse graph explicitly; it is already there.
+        warnings.simplefilter("ignore", scipy.sparse.SparseEfficiencyWarning)
+        labels = DBSCAN(
+            eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=n_jobs
+        ).fit_predict(distance)
+    labels = labels.astype(np.int64)
+    if n > 0 and bool((labels == -1).all()):
+        warnings.warn(
+            f"DBSCAN found no cluster among {n} samples (eps={eps}, min_samples={min_samples}, "
+            f"k1={k1}): every sample is an outlier. Raise eps, lower min_samples, or check that "
+            "the features are informative (e.g. a diverged or untrained model)",
+            NoClustersWarning,
+            stacklevel=2,
+        )
+    return labels
+
+
+def _check_eps(eps: float) -> float:
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a number, got {eps!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ClusterStats:
+    """Summary of a pseudo-labelling.
+
+    Attributes:
+        num_samples: labels given.
+        num_clusters: distinct labels other than ``-1``.
+        num_outliers: samples labelled ``-1``.
+        size_histogram: ``{cluster size: number of clusters of that size}``, sizes ascending.
+        largest, smallest: extreme cluster sizes (0 when there is no cluster).
+        mean_size: mean cluster size (0.0 when there is no cluster).
+    """
+
+    num_samples: int
+    num_clusters: int
+    num_outliers: int
+    size_histogram: dict[int, int] = field(default_factory=dict)
+    largest: int = 0
+    smallest: int = 0
+    mean_size: float = 0.0
+
+    @property
+    def outlier_fraction(self) -> float:
+        return self.num_outliers / self.num_samples if self.num_samples else 0.0
+
+    def summary(self) -> str:
+        """One line for training logs."""
+        return (
+            f"{self.num_clusters} clusters, {self.num_outliers}/{self.num_samples} outliers "
+            f"({100 * self.outlier_fraction:.1f}%), sizes {self.smallest}-{self.largest} "
+            f"(mean {self.mean_size:.1f})"
+        )
+
+
+def cluster_statistics(labels: np.ndarray | torch.Tensor) -> ClusterStats:
+    """Clusters, outliers and the size histogram of integer ``labels`` (``-1`` = outlier)."""
+    arr = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+    if arr.size and arr.min() < -1:
+        raise ValueError(f"labels must be >= -1 (-1 marks outliers), got {int(arr.min())}")
+    clustered = arr[arr >= 0]
+    sizes = np.unique(clustered, return_counts=True)[1]
+    hist_sizes, hist_counts = np.unique(sizes, return_counts=True)
+    return ClusterStats(
+        num_samples=int(arr.size),
+        num_clusters=int(sizes.size),
+        num_outliers=int(arr.size - clustered.size),
+        size_histogram={int(s): int(c) for s, c in zip(hist_sizes, hist_counts, strict=True)},
+        largest=int(sizes.max()) if sizes.size else 0,
+        smallest=int(sizes.min()) if sizes.size else 0,
+        mean_size=float(sizes.mean()) if sizes.size else 0.0,
+    )

@@ -1,0 +1,184 @@
+"""Exact k-nearest-neighbour search by inner product, with three interchangeable backends.
+
+* ``"torch"`` (default): chunked ``query @ database.T`` + ``topk`` on the tensors' device (CPU or
+  GPU); memory is bounded by ``chunk_size × num_database`` similarities.
+* ``"faiss-cpu"``: ``faiss.IndexFlatIP`` (exact, multi-threaded BLAS).
+* ``"faiss-gpu"``: ``faiss.GpuIndexFlatIP`` on the current CUDA device.
+* ``"auto"``: faiss-gpu when the features are on CUDA and a GPU build of faiss is importable,
+  otherwise torch.
+
+faiss is imported lazily, only when a faiss backend is asked for, so the package works without it.
+For L2-normalised features the inner-product ranking is the Euclidean ranking used by the
+reference code (``2 - 2⟨x, y⟩ = ‖x − y‖²``). All backends return the same neighbours up to ties;
+the torch backend orders tied similarities by ascending database index.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from ._validation import as_feature_tensor, check_int
+
+__all__ = ["BACKENDS", "KNNResult", "faiss_available", "knn_search"]
+
+Backend = Literal["auto", "torch", "faiss-cpu", "faiss-gpu"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss-cpu", "faiss-gpu")
+
+# Similarities held at once by the torch backend: chunk rows × database size (64 Mi floats).
+_TORCH_BLOCK_ELEMENTS = 1 << 26
+
+
+class KNNResult(NamedTuple):
+    """Neighbours of each query, most similar first.
+
+    Attributes:
+        similarities: float32 ``[num_query, k]`` inner products, descending along each row.
+        indices: int64 ``[num_query, k]`` database row of each neighbour.
+    """
+
+    similarities: torch.Tensor
+    indices: torch.Tensor
+
+
+def faiss_available(gpu: bool = False) -> bool:
+    """True when faiss is importable (and, with ``gpu=True``, has GPU support and sees a GPU)."""
+    try:
+        faiss = _import_faiss("faiss-gpu" if gpu else "faiss-cpu")
+    except ImportError:
+        return False
+    return not gpu or _faiss_gpu_ready(faiss)
+
+
+def knn_search(
+    query: np.ndarray | torch.Tensor,
+    database: np.ndarray | torch.Tensor | None = None,
+    k: int = 20,
+    *,
+    backend: Backend = "torch",
+    chunk_size: int | None = None,
+) -> KNNResult:
+    """The ``k`` database rows with the largest inner product with each query row.
+
+    Args:
+        query: ``[num_query, D]`` float features (numpy or torch). Normalise them first if the
+            ranking should be by cosine / Euclidean distance.
+        database: ``[num_database, D]`` features, same device as ``query``; ``None`` searches
+            ``query`` against itself (each row then finds itself first, barring duplicates).
+        k: neighbours per query, ``1 <= k <= num_database``.
+        backend: ``"torch"``, ``"faiss-cpu"``, ``"faiss-gpu"`` or ``"auto"`` (module docstring).
+        chunk_size: query rows per block for the torch backend (default: as many as keep the
+            block under 64 Mi similarities).
+
+    Returns:
+        :class:`KNNResult` with tensors on the query's device (CPU for numpy input).
+
+    Raises:
+        ValueError: bad shapes, ``k`` out of range, NaN/inf, mixed devices, unknown backend.
+        ImportError: a faiss backend was asked for and faiss (or its GPU build) is missing.
+    """
+    if database is not None and _device_of(query) != _device_of(database):
+        raise ValueError(
+            f"query is on {_device_of(query)} but database is on {_device_of(database)}; "
+            "move both to one device"
+        )
+    q = as_feature_tensor(query, "query")
+    db = q if database is None else as_feature_tensor(database, "database")
+    if db.shape[1] != q.shape[1]:
+        raise ValueError(
+            f"query and database feature dimensions differ: {q.shape[1]} vs {db.shape[1]}"
+        )
+    k = check_int(k, "k", 1)
+    if k > db.shape[0]:
+        raise ValueError(f"k={k} exceeds the database size {db.shape[0]}")
+    backend = _resolve_backend(backend, q.device)
+    if backend == "torch":
+        return _knn_torch(q, db, k, chunk_size)
+    return _knn_faiss(q, db, k, gpu=backend == "faiss-gpu")
+
+
+def _device_of(x: object) -> torch.device:
+    return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kNN backend {backend!r}; choose one of {list(BACKENDS)}")
+    if backend == "auto":
+        return "faiss-gpu" if device.type == "cuda" and faiss_available(gpu=True) else "torch"
+    return backend
+
+
+def _knn_torch(q: torch.Tensor, db: torch.Tensor, k: int, chunk_size: int | None) -> KNNResult:
+    if chunk_size is None:
+        chunk_size = max(1, _TORCH_BLOCK_ELEMENTS // db.shape[0])
+    chunk_size = check_int(chunk_size, "chunk_size", 1)
+    sims, idx = [], []
+    db_t = db.t()
+    for start in range(0, q.shape[0], chunk_size):
+        block = q[start : start + chunk_size] @ db_t
+        values, indices = _topk_stable(block, k)
+        sims.append(values)
+        idx.append(indices)
+    return KNNResult(torch.cat(sims), torch.cat(idx))
+
+
+def _topk_stable(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise top-k, ordered by (similarity descending, index ascending).
+
+    ``topk`` alone picks an arbitrary subset of the values tied with the k-th largest; rows
+    where such a tie crosses the cut (rare with real features) are redone with a stable sort.
+    """
+    values, indices = block.topk(k, dim=1, largest=True, sorted=True)
+    by_index = indices.argsort(dim=1)
+    values, indices = values.gather(1, by_index), indices.gather(1, by_index)
+    order = values.sort(dim=1, descending=True, stable=True).indices
+    values, indices = values.gather(1, order), indices.gather(1, order)
+    kth = values[:, -1:]
+    crossing = (block == kth).sum(dim=1) > (values == kth).sum(dim=1)
+    if bool(crossing.any()):
+        rows = crossing.nonzero().flatten()
+        redo = block[rows].sort(dim=1, descending=True, stable=True)
+        values[rows], indices[rows] = redo.values[:, :k], redo.indices[:, :k]
+    return values, indices
+
+
+def _knn_faiss(q: torch.Tensor, db: torch.Tensor, k: int, gpu: bool) -> KNNResult:
+    faiss = _import_faiss("faiss-gpu" if gpu else "faiss-cpu")
+    q_np = np.ascontiguousarray(q.cpu().numpy(), dtype=np.float32)
+    db_np = q_np if db is q else np.ascontiguousarray(db.cpu().numpy(), dtype=np.float32)
+    dim = db_np.shape[1]
+    if gpu:
+        if not _faiss_gpu_ready(faiss):
+            raise ImportError(
+                "backend='faiss-gpu' needs a GPU build of faiss and a visible CUDA device; "
+                "install 'reid-clustering[faiss-gpu]' on a CUDA machine, or use backend='torch' "
+                "(which also runs on the GPU when the features are CUDA tensors)"
+            )
+        resources = faiss.StandardGpuResources()
+        index = faiss.GpuIndexFlatIP(resources, dim)
+    else:
+        index = faiss.IndexFlatIP(dim)
+    index.add(db_np)
+    sims, idx = index.search(q_np, k)
+    return KNNResult(
+        torch.from_numpy(sims).to(q.device), torch.from_numpy(idx.astype(np.int64)).to(q.device)
+    )
+
+
+def _import_faiss(backend: str):  # noqa: ANN202 - returns the faiss module
+    try:
+        import faiss
+    except ImportError as err:
+        extra = "faiss-gpu" if backend == "faiss-gpu" else "faiss-cpu"
+        raise ImportError(
+            f"backend={backend!r} needs faiss, which is not installed: "
+            f"pip install 'reid-clustering[{extra}]', or use backend='torch'"
+        ) from err
+    return faiss
+
+
+def _faiss_gpu_ready(faiss) -> bool:  # noqa: ANN001
+    return hasattr(faiss, "GpuIndexFlatIP") and faiss.get_num_gpus() > 0

@@ -1,0 +1,399 @@
+"""The k-reciprocal encoding of Zhong et al. (CVPR 2017), vectorised and sparse.
+
+This module is the one implementation shared by :func:`reid_clustering.compute_jaccard_distance`
+(SpCL/PPLR clustering) and ``reid_eval``'s re-ranking. It works on a *ranked list* (row ``i``
+holds sample indices sorted by increasing distance to ``i``, normally with ``i`` itself first)
+and a function giving the distance of any pair, so both callers feed it their own convention:
+
+=============================  ==============================  ==============================
+step                           Jaccard distance (SpCL/PPLR)    re-ranking (Zhong et al.)
+=============================  ==============================  ==============================
+ranked-list columns used       ``k1`` (incl. self)             ``k1 + 1`` (incl. self)
+half set columns               ``round(k1/2) + 1``             ``round(k1/2) + 1``
+pair distance ``d(i, j)``      ``2 − 2⟨x_i, x_j⟩``             squared, column-normalised input
+=============================  ==============================  ==============================
+
+Steps (paper Sec. 3.2–3.4; notation of METHODS.md):
+
+1. ``R(i)``: the members ``j`` of the first ``w`` columns of row ``i`` whose own first ``w``
+   columns contain ``i`` (:func:`reciprocal_mask`, :func:`k_reciprocal_sets`).
+2. Expansion (paper Eq. 6): for each ``j ∈ R(i)``, if ``|R_half(j) ∩ R(i)| > 2/3·|R_half(j)|``
+   (strictly), add ``R_half(j)``; take the union (:func:`expanded_reciprocal_pairs`).
+3. ``V[i, j] = softmax_j(−d(i, j))`` over the expanded set (paper Eq. 7), zero elsewhere
+   (:func:`k_reciprocal_encoding`).
+4. Local query expansion (paper Eq. 10): ``V[i] ← mean of V over the first k2 columns of row i``
+   (:func:`local_query_expansion`; skipped when ``k2 == 1`` as in the reference).
+5. Jaccard distance (paper Eq. 11 with the min/max form of Eq. 12):
+   ``J[i, j] = 1 − S / (2 − S)``, ``S = Σ_t min(V[i, t], V[j, t])``, negatives clipped to 0
+   (:func:`jaccard_from_encoding`). Only pairs that share support in ``V`` get ``J < 1``.
+
+``V`` has a few dozen non-zeros per row, so everything here runs in ``O(N·k)`` memory plus one
+bounded block of ``rows × N`` accumulators; every step is a handful of tensor operations and runs
+on the device of its inputs (GPU tensors stay on the GPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+import torch
+
+__all__ = [
+    "RowSparse",
+    "expanded_reciprocal_pairs",
+    "jaccard_from_encoding",
+    "k_reciprocal_encoding",
+    "k_reciprocal_sets",
+    "local_query_expansion",
+    "reciprocal_mask",
+]
+
+PairDistance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``d(rows, cols) -> distances``: float32 distances of the pairs ``(rows[n], cols[n])``."""
+
+# Work budget of one block, in elements of the largest temporary (bounds peak memory).
+_BLOCK_ELEMENTS = 1 << 23
+
+
+@dataclass(frozen=True)
+class RowSparse:
+    """A compressed-sparse-row matrix held in torch tensors (so it can live on a GPU).
+
+    Row ``i`` stores the columns ``indices[indptr[i]:indptr[i + 1]]`` (ascending) with
+    ``values`` at the same positions. Explicitly stored zeros are kept.
+    """
+
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    values: torch.Tensor
+    num_cols: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.indptr.numel() - 1
+
+    @property
+    def nnz(self) -> int:
+        return self.indices.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.indices.device
+
+    def row_counts(self) -> torch.Tensor:
+        """int64 ``[num_rows]``: stored entries per row."""
+        return self.indptr[1:] - self.indptr[:-1]
+
+    def row_ids(self) -> torch.Tensor:
+        """int64 ``[nnz]``: the row of every stored entry."""
+        rows = torch.arange(self.num_rows, device=self.device)
+        return rows.repeat_interleave(self.row_counts())
+
+    @classmethod
+    def from_sorted_coo(
+        cls,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        values: torch.Tensor,
+        shape: tuple[int, int],
+    ) -> RowSparse:
+        """Build from entries already sorted by (row, column)."""
+        counts = torch.bincount(rows, minlength=shape[0])
+        indptr = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
+        indptr[1:] = counts.cumsum(0)
+        return cls(indptr, cols.to(torch.int64), values, shape[1])
+
+    def transpose(self) -> RowSparse:
+        """The transposed matrix (equivalently, this matrix in compressed-sparse-column form)."""
+        rows = self.row_ids()
+        order = torch.argsort(self.indices * self.num_rows + rows)
+        return RowSparse.from_sorted_coo(
+            self.indices[order], rows[order], self.values[order], (self.num_cols, self.num_rows)
+        )
+
+    def to_dense(self) -> torch.Tensor:
+        dense = torch.zeros(
+            self.num_rows, self.num_cols, dtype=self.values.dtype, device=self.device
+        )
+        dense[self.row_ids(), self.indices] = self.values
+        return dense
+
+    def to_scipy(self) -> scipy.sparse.csr_matrix:
+        """A scipy CSR matrix on the CPU (explicit zeros kept, indices sorted)."""
+        return scipy.sparse.csr_matrix(
+            (
+                self.values.cpu().numpy(),
+                self.indices.cpu().numpy(),
+                self.indptr.cpu().numpy(),
+            ),
+            shape=(self.num_rows, self.num_cols),
+        )
+
+
+def reciprocal_mask(ranked: torch.Tensor, width: int) -> torch.Tensor:
+    """Which of the first ``width`` neighbours of each sample are k-reciprocal neighbours.
+
+    Args:
+        ranked: int64 ``[N, W]`` ranked list (``W >= width``), row ``i`` = neighbours of ``i``.
+        width: columns used on both sides (the reference's ``k1 + 1`` slice).
+
+    Returns:
+        bool ``[N, width]``: ``mask[i, c]`` is True when ``i`` is among the first ``width``
+        neighbours of ``ranked[i, c]`` (``c``-th neighbour of ``i``).
+    """
+    forward = ranked[:, :width].contiguous()
+    n = forward.shape[0]
+    out = torch.empty(forward.shape, dtype=torch.bool, device=forward.device)
+    step = max(1, _BLOCK_ELEMENTS // (width * width))
+    for start in range(0, n, step):
+        block = forward[start : start + step]
+        backward = forward[block]  # [c, width, width]
+        ids = torch.arange(start, start + block.shape[0], device=block.device)
+        out[start : start + block.shape[0]] = (backward == ids[:, None, None]).any(dim=2)
+    return out
+
+
+def k_reciprocal_sets(ranked: np.ndarray | torch.Tensor, width: int) -> list[np.ndarray]:
+    """``R(i)`` for every sample, in ranked-list order (for inspection and tests).
+
+    Args:
+        ranked: int ``[N, W]`` ranked list.
+        width: columns used (``k1`` for the Jaccard distance, ``k1 + 1`` for re-ranking).
+    """
+    ranked_t = torch.as_tensor(np.asarray(ranked) if not torch.is_tensor(ranked) else ranked)
+    ranked_t = ranked_t.to(torch.int64)
+    mask = reciprocal_mask(ranked_t, width).cpu().numpy()
+    forward = ranked_t[:, :width].cpu().numpy()
+    return [forward[i][mask[i]] for i in range(forward.shape[0])]
+
+
+def expanded_reciprocal_pairs(
+    ranked: torch.Tensor, width: int, half_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The expanded k-reciprocal set of every sample as (row, column) pairs (paper Eq. 6).
+
+    ``R*(i) = R(i) ∪ {R_half(j) : j ∈ R(i), |R_half(j) ∩ R(i)| > 2/3 · |R_half(j)|}``, where
+    ``R`` uses ``width`` columns and ``R_half`` uses ``half_width`` columns of the ranked list.
+
+    Returns:
+        ``(rows, cols)`` int64 vectors sorted by row, then column (the reference's
+        ``np.unique`` order), one pair per member.
+    """
+    n = ranked.shape[0]
+    forward = ranked[:, :width].contiguous()
+    full = torch.where(reciprocal_mask(ranked, width), forward, -1)  # R(i), -1 padded
+    half = torch.where(reciprocal_mask(ranked, half_width), ranked[:, :half_width].contiguous(), -1)
+    half_sizes = (half >= 0).sum(dim=1).to(torch.float64)
+    rows_out, cols_out = [], []
+    step = max(1, _BLOCK_ELEMENTS // (width * width * half_width))
+    for start in range(0, n, step):
+        members = full[start : start + step]  # [c, width]
+        present = members >= 0
+        candidates = members.clamp(min=0)
+        cand_half = torch.where(present[..., None], half[candidates], -1)  # [c, width, half]
+        shared = (cand_half[..., None] == members[:, None, None, :]) & (cand_half[..., None] >= 0)
+        overlap = shared.any(dim=3).sum(dim=2).to(torch.float64)  # |R_half(j) ∩ R(i)|
+        # The reference compares an int with the float64 product 2/3 * len: keep that rounding.
+        accept = present & (overlap > (2.0 / 3.0) * half_sizes[candidates])
+        pool = torch.cat([members, torch.where(accept[..., None], cand_half, -1).flatten(1)], dim=1)
+        pool = pool.sort(dim=1).values
+        first = torch.ones_like(pool[:, :1], dtype=torch.bool)
+        keep = (pool >= 0) & torch.cat([first, pool[:, 1:] != pool[:, :-1]], dim=1)
+        row, pos = keep.nonzero(as_tuple=True)
+        rows_out.append(row + start)
+        cols_out.append(pool[row, pos])
+    return torch.cat(rows_out), torch.cat(cols_out)
+
+
+def k_reciprocal_encoding(
+    ranked: torch.Tensor,
+    pair_distance: PairDistance,
+    *,
+    width: int,
+    half_width: int,
+    num_cols: int | None = None,
+) -> RowSparse:
+    """The sparse k-reciprocal feature ``V`` (paper Eq. 7): a softmax of ``−d`` over ``R*(i)``.
+
+    Args:
+        ranked: int64 ``[N, W]`` ranked list.
+        pair_distance: distances of (row, column) pairs, see :data:`PairDistance`.
+        width: ranked-list columns for ``R`` (``k1`` for SpCL's Jaccard, ``k1 + 1`` for
+            Zhong's re-ranking).
+        half_width: columns for ``R_half`` (``round(k1 / 2) + 1`` in both).
+        num_cols: number of columns of ``V`` (default ``N``).
+
+    Returns:
+        ``V`` as a float32 :class:`RowSparse`; each non-empty row sums to 1.
+    """
+    rows, cols = expanded_reciprocal_pairs(ranked, width, half_width)
+    n = ranked.shape[0]
+    neg = -_chunked_pair_distance(pair_distance, rows, cols).to(torch.float32)
+    row_max = torch.full((n,), -torch.inf, dtype=neg.dtype, device=neg.device)
+    row_max.scatter_reduce_(0, rows, neg, reduce="amax", include_self=True)
+    weights = torch.exp(neg - row_max[rows])
+    totals = torch.zeros(n, dtype=neg.dtype, device=neg.device).index_add_(0, rows, weights)
+    values = weights / totals[rows]
+    return RowSparse.from_sorted_coo(rows, cols, values, (n, n if num_cols is None else num_cols))
+
+
+def _chunked_pair_distance(
+    pair_distance: PairDistance, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    step = 1 << 16
+    parts = [
+        pair_distance(rows[s : s + step], cols[s : s + step]) for s in range(0, rows.numel(), step)
+    ]
+    return torch.cat(parts) if parts else rows.new_zeros(0, dtype=torch.float32)
+
+
+def local_query_expansion(encoding: RowSparse, neighbours: torch.Tensor) -> RowSparse:
+    """Average each row of ``V`` over the given neighbours (paper Eq. 10, local query expansion).
+
+    Args:
+        encoding: ``V`` as a :class:`RowSparse`.
+        neighbours: int64 ``[N, k2]`` (the first ``k2`` ranked-list columns, self included).
+
+    Returns:
+        ``V_qe`` with ``V_qe[i] = mean_{q in neighbours[i]} V[q]`` (sum in neighbour order,
+        then divide by ``k2``, as ``np.mean(..., axis=0)`` does).
+    """
+    n, k2 = neighbours.shape
+    counts = encoding.row_counts()
+    device = encoding.device
+    rows_out, cols_out, vals_out = [], [], []
+    avg_row = max(1, encoding.nnz // max(1, encoding.num_rows))
+    step = max(1, _BLOCK_ELEMENTS // (k2 * avg_row * 4))
+    for start in range(0, n, step):
+        nb = neighbours[start : start + step]
+        lengths = counts[nb].flatten()  # entries contributed by each (row, neighbour)
+        source, segment = _expand_segments(encoding.indptr[nb].flatten(), lengths)
+        local_row = torch.div(segment, k2, rounding_mode="floor")
+        keys = local_row * encoding.num_cols + encoding.indices[source]
+        unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+        sums = torch.zeros(unique.numel(), dtype=encoding.values.dtype, device=device)
+        sums.index_add_(0, inverse, encoding.values[source])
+        rows_out.append(unique // encoding.num_cols + start)
+        cols_out.append(unique % encoding.num_cols)
+        vals_out.append(sums / k2)
+    return RowSparse.from_sorted_coo(
+        torch.cat(rows_out), torch.cat(cols_out), torch.cat(vals_out), (n, encoding.num_cols)
+    )
+
+
+def jaccard_from_encoding(
+    encoding: RowSparse,
+    rows: torch.Tensor | None = None,
+    *,
+    dense: bool = True,
+    max_distance: float | None = None,
+) -> torch.Tensor | RowSparse:
+    """Jaccard distance between k-reciprocal encodings (paper Eq. 11–12, reference form).
+
+    ``J[i, j] = 1 − S / (2 − S)`` with ``S = Σ_t min(V[i, t], V[j, t])``, clipped at 0; pairs
+    sharing no support have ``J = 1``. Computed block by block of rows from the column view of
+    ``V``: only the (i, t, j) triples with ``V[i, t] > 0`` and ``V[j, t] > 0`` are visited.
+
+    Args:
+        encoding: ``V`` (``N × M``); the distance is between its rows.
+        rows: int64 indices of the rows ``i`` to compute (default: all ``N``), e.g. only the
+            queries for re-ranking.
+        dense: True → a float32 ``[len(rows), N]`` tensor; False → a :class:`RowSparse` with the
+            pairs of ``J < 1`` only (``J ≤ max_distance`` if given).
+        max_distance: sparse output only: drop pairs with a larger distance (a radius graph).
+
+    Returns:
+        Dense tensor or :class:`RowSparse`, on the encoding's device. Both come from the same
+        arithmetic, so their values are identical where both exist.
+    """
+    n = encoding.num_rows
+    device = encoding.device
+    if rows is None:
+        rows = torch.arange(n, device=device)
+    columns = encoding.transpose()  # column t -> the rows holding t
+    col_counts = columns.row_counts()
+    entry_rows = encoding.row_ids()
+    work_per_entry = col_counts[encoding.indices]
+    work_per_row = torch.zeros(n, dtype=torch.int64, device=device).index_add_(
+        0, entry_rows, work_per_entry
+    )
+    blocks = _row_blocks(work_per_row[rows].cpu(), n)
+    out_dense = torch.empty(rows.numel(), n, dtype=torch.float32, device=device) if dense else None
+    sparse_rows, sparse_cols, sparse_vals = [], [], []
+    for start, stop in blocks:
+        block_rows = rows[start:stop]
+        shared = _shared_support(encoding, columns, block_rows)  # S for the block, [c, N]
+        jac = 1 - shared / (2 - shared)
+        jac.clamp_(min=0)
+        if out_dense is not None:
+            out_dense[start:stop] = jac
+            continue
+        keep = shared > 0
+        if max_distance is not None:
+            keep &= jac <= max_distance
+        r, c = keep.nonzero(as_tuple=True)
+        sparse_rows.append(r + start)
+        sparse_cols.append(c)
+        sparse_vals.append(jac[r, c])
+    if out_dense is not None:
+        return out_dense
+    return RowSparse.from_sorted_coo(
+        torch.cat(sparse_rows) if sparse_rows else rows.new_zeros(0),
+        torch.cat(sparse_cols) if sparse_cols else rows.new_zeros(0),
+        torch.cat(sparse_vals) if sparse_vals else torch.zeros(0, device=device),
+        (rows.numel(), n),
+    )
+
+
+def _row_blocks(work: torch.Tensor, num_cols: int) -> list[tuple[int, int]]:
+    """Split rows into consecutive blocks whose triples and accumulators fit the budget."""
+    max_rows = max(1, _BLOCK_ELEMENTS // num_cols)
+    blocks, start, acc = [], 0, 0
+    for i, w in enumerate(work.tolist()):
+        if i > start and (i - start >= max_rows or acc + w > _BLOCK_ELEMENTS):
+            blocks.append((start, i))
+            start, acc = i, 0
+        acc += w
+    if start < work.numel():
+        blocks.append((start, work.numel()))
+    return blocks
+
+
+def _shared_support(
+    encoding: RowSparse, columns: RowSparse, block_rows: torch.Tensor
+) -> torch.Tensor:
+    """``S[b, j] = Σ_t min(V[block_rows[b], t], V[j, t])`` as a dense float32 block."""
+    device = encoding.device
+    n = encoding.num_rows
+    # Every stored entry (i, t) of the block's rows, t ascending within each row ...
+    entry, entry_row = _expand_segments(
+        encoding.indptr[block_rows], encoding.row_counts()[block_rows]
+    )
+    t = encoding.indices[entry]
+    # ... paired with every row j that also holds column t.
+    source, pair = _expand_segments(columns.indptr[t], columns.row_counts()[t])
+    mins = torch.minimum(encoding.values[entry][pair], columns.values[source])
+    target = entry_row[pair] * n + columns.indices[source]
+    shared = torch.zeros(block_rows.numel() * n, dtype=torch.float32, device=device)
+    shared.index_add_(0, target, mins)
+    return shared.view(block_rows.numel(), n)
+
+
+def _expand_segments(
+    starts: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate the index ranges ``[starts[s], starts[s] + lengths[s])``.
+
+    Returns:
+        ``(positions, segment)``: every index of every range, in order, and the range it came
+        from (``segment[m] = s``).
+    """
+    segment = torch.arange(lengths.numel(), device=lengths.device).repeat_interleave(lengths)
+    first = lengths.cumsum(0) - lengths  # position of each range's first element in the output
+    positions = (
+        starts[segment] + torch.arange(segment.numel(), device=lengths.device) - first[segment]
+    )
+    return positions, segment
