@@ -1,7 +1,8 @@
 """Exact k-nearest-neighbour search by inner product, with three interchangeable backends.
 
 * ``"torch"`` (default): chunked ``query @ database.T`` + ``topk`` on the tensors' device (CPU or
-  GPU); memory is bounded by ``chunk_size × num_database`` similarities.
+  GPU); memory is bounded by one block of similarities. A self-search (``database=None``)
+  computes each block of the symmetric ``x @ x.T`` once, for both sides: half the FLOPs.
 * ``"faiss-cpu"``: ``faiss.IndexFlatIP`` (exact, multi-threaded BLAS).
 * ``"faiss-gpu"``: ``faiss.GpuIndexFlatIP`` on the current CUDA device.
 * ``"auto"``: faiss-gpu when the features are on CUDA and a GPU build of faiss is importable,
@@ -27,8 +28,8 @@ __all__ = ["BACKENDS", "KNNResult", "faiss_available", "knn_search"]
 Backend = Literal["auto", "torch", "faiss-cpu", "faiss-gpu"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss-cpu", "faiss-gpu")
 
-# Similarities held at once by the torch backend: chunk rows × database size (64 Mi floats).
-_TORCH_BLOCK_ELEMENTS = 1 << 26
+# Similarities held at once by the torch backend: chunk rows × database size (16 Mi floats).
+_TORCH_BLOCK_ELEMENTS = 1 << 24
 
 
 class KNNResult(NamedTuple):
@@ -70,7 +71,8 @@ def knn_search(
         k: neighbours per query, ``1 <= k <= num_database``.
         backend: ``"torch"``, ``"faiss-cpu"``, ``"faiss-gpu"`` or ``"auto"`` (module docstring).
         chunk_size: query rows per block for the torch backend (default: as many as keep the
-            block under 64 Mi similarities).
+            block under 16 Mi similarities; for a self-search, 2048: each 2048 × 2048 block of
+            ``x @ x.T`` is computed once and serves both of its sides).
 
     Returns:
         :class:`KNNResult` with tensors on the query's device (CPU for numpy input).
@@ -95,6 +97,8 @@ def knn_search(
         raise ValueError(f"k={k} exceeds the database size {db.shape[0]}")
     backend = _resolve_backend(backend, q.device)
     if backend == "torch":
+        if database is None:
+            return _knn_torch_self(q, k, chunk_size)
         return _knn_torch(q, db, k, chunk_size)
     return _knn_faiss(q, db, k, gpu=backend == "faiss-gpu")
 
@@ -117,12 +121,64 @@ def _knn_torch(q: torch.Tensor, db: torch.Tensor, k: int, chunk_size: int | None
     chunk_size = check_int(chunk_size, "chunk_size", 1)
     sims, idx = [], []
     db_t = db.t()
+    # One similarity buffer for all blocks: a fresh large tensor per block costs page faults.
+    buffer = q.new_empty(min(chunk_size, q.shape[0]), db.shape[0])
     for start in range(0, q.shape[0], chunk_size):
-        block = q[start : start + chunk_size] @ db_t
+        rows = q[start : start + chunk_size]
+        block = torch.mm(rows, db_t, out=buffer[: rows.shape[0]])
         values, indices = _topk_stable(block, k)
         sims.append(values)
         idx.append(indices)
     return KNNResult(torch.cat(sims), torch.cat(idx))
+
+
+def _knn_torch_self(x: torch.Tensor, k: int, block_size: int | None) -> KNNResult:
+    """Self-search using each block of ``x @ x.T`` for both of its sides (half the FLOPs).
+
+    Block ``(a, b)`` updates the running top-k of rows ``a`` (its rows) and of rows ``b`` (its
+    columns). Blocks are reduced with :func:`_topk_stable` and merged in the same total order
+    (similarity descending, index ascending), so the result equals a full-row stable top-k.
+    """
+    n = x.shape[0]
+    if block_size is None:
+        block_size = 2048
+    block_size = check_int(block_size, "chunk_size", 1)
+    best_v = x.new_full((n, k), -torch.inf)
+    best_i = torch.full((n, k), n, dtype=torch.int64, device=x.device)
+    buffer = x.new_empty(min(block_size, n) ** 2)
+    starts = range(0, n, block_size)
+    for a in starts:
+        xa = x[a : a + block_size]
+        for b in starts:
+            if b < a:
+                continue
+            xb = x[b : b + block_size]
+            sims = buffer[: xa.shape[0] * xb.shape[0]].view(xa.shape[0], xb.shape[0])
+            torch.mm(xa, xb.t(), out=sims)
+            _merge(best_v, best_i, a, *_topk_stable(sims, min(k, xb.shape[0])), offset=b)
+            if b != a:
+                _merge(best_v, best_i, b, *_topk_stable(sims.t(), min(k, xa.shape[0])), offset=a)
+    return KNNResult(best_v, best_i)
+
+
+def _merge(
+    best_v: torch.Tensor,
+    best_i: torch.Tensor,
+    start: int,
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    offset: int,
+) -> None:
+    """Merge a block's top-k into rows ``start:`` of the running top-k, in (-value, index) order."""
+    rows = slice(start, start + values.shape[0])
+    k = best_v.shape[1]
+    cand_v = torch.cat([best_v[rows], values], dim=1)
+    cand_i = torch.cat([best_i[rows], indices + offset], dim=1)
+    by_index = cand_i.argsort(dim=1)
+    cand_v, cand_i = cand_v.gather(1, by_index), cand_i.gather(1, by_index)
+    order = cand_v.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    best_v[rows] = cand_v.gather(1, order)
+    best_i[rows] = cand_i.gather(1, order)
 
 
 def _topk_stable(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

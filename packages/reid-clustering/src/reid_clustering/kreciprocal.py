@@ -243,7 +243,7 @@ def k_reciprocal_encoding(
 def _chunked_pair_distance(
     pair_distance: PairDistance, rows: torch.Tensor, cols: torch.Tensor
 ) -> torch.Tensor:
-    step = 1 << 16
+    step = 2048
     parts = [
         pair_distance(rows[s : s + step], cols[s : s + step]) for s in range(0, rows.numel(), step)
     ]
@@ -323,21 +323,25 @@ def jaccard_from_encoding(
     blocks = _row_blocks(work_per_row[rows].cpu(), n)
     out_dense = torch.empty(rows.numel(), n, dtype=torch.float32, device=device) if dense else None
     sparse_rows, sparse_cols, sparse_vals = [], [], []
+    widest = max((stop - start for start, stop in blocks), default=0)
+    accumulator = torch.empty(widest * n, dtype=torch.float32, device=device)
     for start, stop in blocks:
         block_rows = rows[start:stop]
-        shared = _shared_support(encoding, columns, block_rows)  # S for the block, [c, N]
-        jac = 1 - shared / (2 - shared)
-        jac.clamp_(min=0)
+        shared = _shared_support(encoding, columns, block_rows, accumulator)  # S, [c, N]
+        r, c = shared.nonzero(as_tuple=True)  # the pairs sharing support: J < 1
+        s_rc = shared[r, c]
+        jac = (1 - s_rc / (2 - s_rc)).clamp_(min=0)
         if out_dense is not None:
-            out_dense[start:stop] = jac
+            block = out_dense[start:stop]
+            block.fill_(1.0)
+            block[r, c] = jac
             continue
-        keep = shared > 0
         if max_distance is not None:
-            keep &= jac <= max_distance
-        r, c = keep.nonzero(as_tuple=True)
+            close = jac <= max_distance
+            r, c, jac = r[close], c[close], jac[close]
         sparse_rows.append(r + start)
         sparse_cols.append(c)
-        sparse_vals.append(jac[r, c])
+        sparse_vals.append(jac)
     if out_dense is not None:
         return out_dense
     return RowSparse.from_sorted_coo(
@@ -363,10 +367,9 @@ def _row_blocks(work: torch.Tensor, num_cols: int) -> list[tuple[int, int]]:
 
 
 def _shared_support(
-    encoding: RowSparse, columns: RowSparse, block_rows: torch.Tensor
+    encoding: RowSparse, columns: RowSparse, block_rows: torch.Tensor, accumulator: torch.Tensor
 ) -> torch.Tensor:
     """``S[b, j] = Σ_t min(V[block_rows[b], t], V[j, t])`` as a dense float32 block."""
-    device = encoding.device
     n = encoding.num_rows
     # Every stored entry (i, t) of the block's rows, t ascending within each row ...
     entry, entry_row = _expand_segments(
@@ -377,7 +380,7 @@ def _shared_support(
     source, pair = _expand_segments(columns.indptr[t], columns.row_counts()[t])
     mins = torch.minimum(encoding.values[entry][pair], columns.values[source])
     target = entry_row[pair] * n + columns.indices[source]
-    shared = torch.zeros(block_rows.numel() * n, dtype=torch.float32, device=device)
+    shared = accumulator[: block_rows.numel() * n].zero_()  # reused: no page faults per block
     shared.index_add_(0, target, mins)
     return shared.view(block_rows.numel(), n)
 
