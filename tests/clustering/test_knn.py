@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_clustering import faiss_available, knn_search
+from reid_clustering import faiss_available, knn_search, rank_by_distance
 from tests.clustering.oracle import clustered_features, plain
 
 
@@ -99,3 +99,14 @@ def test_faiss_gpu_without_a_gpu_is_a_clear_error() -> None:
 def test_bad_input_is_named(query: object, kwargs: dict, message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         knn_search(query, **kwargs)
+
+
+def test_rank_by_distance_is_a_stable_argsort() -> None:
+    rng = np.random.default_rng(0)
+    d = rng.integers(0, 5, size=(37, 23)).astype(np.float32)  # many ties
+    expected = np.argsort(d, axis=1, kind="stable")[:, :6]
+    for chunk in (1, 5, 4096):
+        got = rank_by_distance(torch.from_numpy(d), 6, chunk_size=chunk)
+        assert np.array_equal(got.numpy(), expected)
+    with pytest.raises(ValueError, match="exceeds the number of columns"):
+        rank_by_distance(torch.from_numpy(d), 24)

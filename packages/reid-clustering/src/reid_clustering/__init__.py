@@ -17,7 +17,7 @@ from .dbscan import (
     dbscan_pseudo_labels,
 )
 from .jaccard import compute_jaccard_distance, half_width
-from .knn import BACKENDS, KNNResult, faiss_available, knn_search
+from .knn import BACKENDS, KNNResult, faiss_available, knn_search, rank_by_distance
 from .kreciprocal import (
     RowSparse,
     expanded_reciprocal_pairs,
@@ -52,5 +52,6 @@ __all__ = [
     "knn_search",
     "local_query_expansion",
     "pseudo_label_quality",
+    "rank_by_distance",
     "reciprocal_mask",
 ]

@@ -23,7 +23,7 @@ import torch
 
 from ._validation import as_feature_tensor, check_int
 
-__all__ = ["BACKENDS", "KNNResult", "faiss_available", "knn_search"]
+__all__ = ["BACKENDS", "KNNResult", "faiss_available", "knn_search", "rank_by_distance"]
 
 Backend = Literal["auto", "torch", "faiss-cpu", "faiss-gpu"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss-cpu", "faiss-gpu")
@@ -105,6 +105,32 @@ def knn_search(
 
 def _device_of(x: object) -> torch.device:
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+
+def rank_by_distance(distances: torch.Tensor, k: int, chunk_size: int = 4096) -> torch.Tensor:
+    """The ``k`` smallest entries of each row of a distance matrix, as a ranked list.
+
+    Equivalent to ``np.argsort(distances, kind="stable")[:, :k]`` (ties keep column order), in
+    blocks of rows, on the tensor's device.
+
+    Args:
+        distances: float ``[N, M]`` tensor.
+        k: columns to keep, ``1 <= k <= M``.
+        chunk_size: rows per block.
+
+    Returns:
+        int64 ``[N, k]`` column indices, nearest first.
+    """
+    if distances.dim() != 2:
+        raise ValueError(f"distances must be 2-D, got shape {tuple(distances.shape)}")
+    k = check_int(k, "k", 1)
+    if k > distances.shape[1]:
+        raise ValueError(f"k={k} exceeds the number of columns {distances.shape[1]}")
+    blocks = [
+        _topk_stable(-distances[start : start + chunk_size], k)[1]
+        for start in range(0, distances.shape[0], chunk_size)
+    ]
+    return torch.cat(blocks)
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:

@@ -290,6 +290,7 @@ def jaccard_from_encoding(
     *,
     dense: bool = True,
     max_distance: float | None = None,
+    clip: bool = True,
 ) -> torch.Tensor | RowSparse:
     """Jaccard distance between k-reciprocal encodings (paper Eq. 11–12, reference form).
 
@@ -304,6 +305,8 @@ def jaccard_from_encoding(
         dense: True → a float32 ``[len(rows), N]`` tensor; False → a :class:`RowSparse` with the
             pairs of ``J < 1`` only (``J ≤ max_distance`` if given).
         max_distance: sparse output only: drop pairs with a larger distance (a radius graph).
+        clip: clip the tiny negative values that float rounding gives near-identical rows to 0,
+            as SpCL/PPLR's Jaccard distance does (Zhong's re-ranking does not clip).
 
     Returns:
         Dense tensor or :class:`RowSparse`, on the encoding's device. Both come from the same
@@ -330,7 +333,9 @@ def jaccard_from_encoding(
         shared = _shared_support(encoding, columns, block_rows, accumulator)  # S, [c, N]
         r, c = shared.nonzero(as_tuple=True)  # the pairs sharing support: J < 1
         s_rc = shared[r, c]
-        jac = (1 - s_rc / (2 - s_rc)).clamp_(min=0)
+        jac = 1 - s_rc / (2 - s_rc)
+        if clip:
+            jac.clamp_(min=0)
         if out_dense is not None:
             block = out_dense[start:stop]
             block.fill_(1.0)
