@@ -1,6 +1,12 @@
 """The ``reid-eval`` command.
 
-Sub-commands::
+Evaluate a checkpoint (``evaluate`` is the default sub-command, so it may be left out)::
+
+    reid-eval --checkpoint DIR --dataset market1501 --data-root PATH [--rerank] [--flip]
+              [--batch-size 64] [--device cuda] [--output metrics.json]
+              [--visualize N --visualize-dir DIR]
+
+Other sub-commands::
 
     reid-eval make-synthetic OUT_DIR [--seed S] [--num-train-ids N] ...  # write the dataset
     reid-eval summary --dataset NAME --data-root PATH                    # images/ids/cameras
@@ -126,15 +132,66 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         print(f"{name}: evaluated in {time.perf_counter() - start:.1f} s")
     print(format_metrics(results))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "dataset": dataset.name,
             "data_root": str(dataset.root),
             "results": {k: v.to_dict() for k, v in results.items()},
         }
-        Path(args.output).write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"metrics written to '{args.output}'")
+        _write_json(args.output, payload)
     return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint_eval import evaluate_checkpoint
+
+    dataset = load_dataset(args.dataset, args.data_root)
+    dataset.summary()
+    start = time.perf_counter()
+    evaluation = evaluate_checkpoint(
+        args.checkpoint,
+        dataset,
+        rerank=args.rerank,
+        flip=args.flip,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(f"evaluated '{args.checkpoint}' in {time.perf_counter() - start:.1f} s")
+    labels = {"plain": "checkpoint", "rerank": "+ re-ranking"}
+    print(format_metrics({labels[k]: v for k, v in evaluation.results.items()}))
+    if args.output:
+        payload = {
+            "checkpoint": str(args.checkpoint),
+            "dataset": dataset.name,
+            "data_root": str(dataset.root),
+            "flip": args.flip,
+            "architecture": evaluation.checkpoint_config.get("architecture"),
+            "backbone": evaluation.checkpoint_config.get("backbone"),
+            "results": {k: v.to_dict() for k, v in evaluation.results.items()},
+        }
+        _write_json(args.output, payload)
+    if args.visualize:
+        from .visualize import write_ranked_lists
+
+        key = "rerank" if args.rerank else "plain"
+        out_dir = args.visualize_dir or (Path(args.output).parent if args.output else Path("."))
+        index = write_ranked_lists(
+            dataset.query,
+            dataset.gallery,
+            evaluation.distances[key],
+            Path(out_dir) / "ranked_lists",
+            num_queries=args.visualize,
+            title=f"{args.checkpoint} on {dataset.name} ({key})",
+        )
+        print(f"ranked lists written to '{index}'")
+    return 0
+
+
+def _write_json(path: str, payload: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"metrics written to '{path}'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,15 +239,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--output", help="write the metrics to this JSON file")
     p.set_defaults(func=_cmd_baseline)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint (the default: 'reid-eval --checkpoint DIR ...')",
+    )
+    p.add_argument("--checkpoint", required=True, help="folder written by save_checkpoint")
+    p.add_argument("--dataset", required=True, help=f"layout: {names}")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking")
+    p.add_argument("--flip", action="store_true", help="average with horizontally flipped images")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--output", help="write the metrics to this JSON file")
+    p.add_argument(
+        "--visualize",
+        type=int,
+        default=0,
+        metavar="N",
+        help="draw the ranked lists of N random queries",
+    )
+    p.add_argument("--visualize-dir", help="where to put them (default: next to --output)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``reid-eval``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "evaluate")  # 'reid-eval --checkpoint DIR ...' means 'evaluate'
     args = build_parser().parse_args(argv)
+    from reid_backbones import CheckpointError
+
     try:
         return args.func(args)
-    except (DatasetError, ImageReadError, FileExistsError, ValueError) as e:
+    except (CheckpointError, DatasetError, ImageReadError, FileExistsError, ValueError) as e:
         print(f"reid-eval: error: {e}", file=sys.stderr)
         return 2
 

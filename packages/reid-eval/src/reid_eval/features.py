@@ -9,6 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from .datasets.base import ImageRecord
 
@@ -90,6 +91,9 @@ def extract_features(
     num_workers: int = 0,
     flip: bool = False,
     normalize: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    progress: str | None = None,
 ) -> torch.Tensor:
     """Run ``model`` (eval mode) over the images of ``records``; return ``[N, D]`` on CPU.
 
@@ -102,16 +106,21 @@ def extract_features(
         device: where the model runs (it is moved there).
         flip: average the features of the image and its horizontal flip.
         normalize: L2-normalise each row (the features re-ID compares).
+        mean, std: input normalisation (a checkpoint's ``config.json`` records its own).
+        progress: show a progress bar with this description (``None``: silent).
     """
     if len(records) == 0:
         raise ValueError("records is empty: there are no images to extract features from")
     was_training = model.training
     model = model.to(device).eval()
     loader = DataLoader(
-        ImageTensorDataset(records, size), batch_size=batch_size, num_workers=num_workers
+        ImageTensorDataset(records, size, mean, std),
+        batch_size=batch_size,
+        num_workers=num_workers,
     )
     out = []
-    for images in loader:
+    batches = loader if progress is None else tqdm(loader, desc=progress, unit="batch")
+    for images in batches:
         images = images.to(device)
         feats = _embed(model, images)
         if flip:
