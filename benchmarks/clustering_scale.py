@@ -140,7 +140,7 @@ def sparse_breakdown(n: int, args: argparse.Namespace) -> dict:
 
 
 def drive(args: argparse.Namespace) -> None:
-    from _report import machine, write_section
+    from _report import write_section
 
     rows, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:

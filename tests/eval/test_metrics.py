@@ -98,6 +98,79 @@ def assert_matches_reference(result: RankResult, *args: np.ndarray, max_rank: in
 
 
 # --------------------------------------------------------------------------------------------
+# Reference in the shape of torchreid's numpy ``eval_market1501`` (written from the protocol)
+# --------------------------------------------------------------------------------------------
+
+
+def torchreid_style_eval(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int,
+    *,
+    sort_kind: str = "quicksort",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]:
+    """The field's per-query numpy loop: argsort the whole matrix, then one iteration per query.
+
+    Conventions of that loop, kept here: ``np.argsort`` with its default (unstable) kind, a 0/1
+    match matrix in ranked order, CMC clipped cumulative sums averaged in **float32**, AP as the
+    sum of ``cumsum / (i + 1) * match`` over the valid list divided by the number of matches,
+    mAP as ``np.mean``; INP (fast-reid's addition) as ``cumsum[last match] / (last match + 1)``.
+    ``sort_kind="stable"`` is the only deviation, for tied distances (whose order the default
+    sort leaves unspecified). Returns (cmc float32, AP per valid query, INP per valid query,
+    mAP, mINP, number of valid queries).
+    """
+    num_q, num_g = distmat.shape
+    if num_g < max_rank:
+        max_rank = num_g
+    indices = np.argsort(distmat, axis=1, kind=sort_kind)
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    all_cmc, all_ap, all_inp = [], [], []
+    num_valid_q = 0.0
+    for q_idx in range(num_q):
+        order = indices[q_idx]
+        remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
+        raw_cmc = matches[q_idx][np.invert(remove)]
+        if not np.any(raw_cmc):
+            continue  # the query's identity has no match left in the gallery
+        cmc = raw_cmc.cumsum()
+        last_match = np.max(np.where(raw_cmc == 1)[0])
+        all_inp.append(cmc[last_match] / (last_match + 1.0))
+        cmc[cmc > 1] = 1
+        all_cmc.append(cmc[:max_rank])
+        num_valid_q += 1.0
+        num_rel = raw_cmc.sum()
+        precision = np.asarray([x / (i + 1.0) for i, x in enumerate(raw_cmc.cumsum())])
+        all_ap.append((precision * raw_cmc).sum() / num_rel)
+    assert num_valid_q > 0
+    cmc32 = np.asarray(all_cmc).astype(np.float32).sum(0) / num_valid_q
+    ap, inp = np.asarray(all_ap), np.asarray(all_inp)
+    return cmc32, ap, inp, float(np.mean(ap)), float(np.mean(inp)), int(num_valid_q)
+
+
+# AP terms are summed in another order (numpy's pairwise sum over the valid list vs. one pass
+# over the matches), so the APs may differ in the last bit or two: allow 4 ulps of 1.0.
+LAST_BITS = 4 * np.finfo(np.float64).eps
+
+
+def assert_matches_torchreid_style(
+    result: RankResult, *args: np.ndarray, max_rank: int, sort_kind: str = "quicksort"
+) -> None:
+    cmc32, ap, inp, m_ap, m_inp, num_valid = torchreid_style_eval(
+        *args, max_rank=max_rank, sort_kind=sort_kind
+    )
+    assert result.num_valid_queries == num_valid
+    assert cmc32.dtype == np.float32
+    np.testing.assert_array_equal(result.cmc.astype(np.float32), cmc32)  # every bit
+    np.testing.assert_array_equal(result.inp, inp)  # every bit
+    assert result.mINP == m_inp
+    np.testing.assert_allclose(result.ap, ap, rtol=0, atol=LAST_BITS)
+    assert abs(result.mAP - m_ap) <= LAST_BITS
+
+
+# --------------------------------------------------------------------------------------------
 # Known answers, computed by hand
 # --------------------------------------------------------------------------------------------
 
@@ -199,6 +272,74 @@ def test_all_queries_invalid_raises() -> None:
         evaluate_rank(DIST, [5, 6], G_PIDS, Q_CAMS, G_CAMS, max_rank=5)
 
 
+# One query, pid 5 in camera 2, and eight gallery entries (index order g0..g7):
+#   pid     0     3     0     5     5     5     5     5      (pid 0 = distractor)
+#   camid   2     2     1     2     3     0     1     2
+#   dist  0.10  0.40  0.55  0.05  0.30  0.80  0.20  0.25
+# Ranked by distance: g3 (0.05), g0 (0.10), g6 (0.20), g7 (0.25), g4 (0.30), g1 (0.40), g2 (0.55),
+# g5 (0.80). g3 and g7 have pid 5 and camera 2 -> removed. g0 is a distractor in the query's
+# camera: a different pid, so it is *not* removed and counts as a non-match.
+# Valid ranked list: g0 x, g6 match, g4 match, g1 x, g2 x, g5 match (matches at 2, 3, 6)
+#   CMC (max_rank 6) = [0, 1, 1, 1, 1, 1]
+#   AP  = (1/2 + 2/3 + 3/6) / 3 = 5/9
+#   INP = 3 matches / position 6 of the last match = 1/2
+ONE_DIST = np.array([[0.10, 0.40, 0.55, 0.05, 0.30, 0.80, 0.20, 0.25]])
+ONE_G_PIDS = np.array([0, 3, 0, 5, 5, 5, 5, 5])
+ONE_G_CAMS = np.array([2, 2, 1, 2, 3, 0, 1, 2])
+
+
+def test_known_answer_single_query_same_camera_matches_removed() -> None:
+    result = evaluate_rank(ONE_DIST, [5], ONE_G_PIDS, [2], ONE_G_CAMS, max_rank=6)
+    assert result.cmc.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert result.ap.tolist() == [pytest.approx(5 / 9, abs=1e-15)]
+    assert result.mAP == pytest.approx(5 / 9, abs=1e-15)
+    assert result.inp.tolist() == [0.5]
+    assert result.mINP == 0.5
+    assert (result.num_valid_queries, result.num_queries) == (1, 1)
+    assert_matches_torchreid_style(
+        result, ONE_DIST, np.array([5]), ONE_G_PIDS, np.array([2]), ONE_G_CAMS, max_rank=6
+    )
+
+    # Without the removal g3 would be a rank-1 hit: the same entries seen from camera 4 give
+    # matches at 1, 3, 4, 5, 8 of 8: rank-1 = 1, AP = (1 + 2/3 + 3/4 + 4/5 + 5/8) / 5 = 461/600,
+    # INP = 5/8.
+    result = evaluate_rank(ONE_DIST, [5], ONE_G_PIDS, [4], ONE_G_CAMS, max_rank=6)
+    assert result.rank(1) == 1.0
+    assert result.mAP == pytest.approx(461 / 600, abs=1e-15)
+    assert result.mINP == 5 / 8
+
+
+def test_known_answer_query_without_valid_match_is_skipped_and_counted() -> None:
+    # Add a second query, pid 3 in camera 2: the only pid-3 entry (g1) is in camera 2 too, so it
+    # is removed and the query has no true match -> skipped but counted in num_queries. The
+    # metrics are those of the first query alone (5/9, 1/2, first match at rank 2).
+    dist = np.vstack([ONE_DIST, ONE_DIST[:, ::-1]])
+    result = evaluate_rank(dist, [5, 3], ONE_G_PIDS, [2, 2], ONE_G_CAMS, max_rank=6)
+    assert (result.num_valid_queries, result.num_queries) == (1, 2)
+    assert result.cmc.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert result.mAP == pytest.approx(5 / 9, abs=1e-15)
+    assert result.mINP == 0.5
+    # Alone, that query makes the evaluation impossible.
+    with pytest.raises(ValueError, match="No valid query: none of the 1 queries"):
+        evaluate_rank(ONE_DIST, [3], ONE_G_PIDS, [2], ONE_G_CAMS, max_rank=6)
+
+
+def test_distractors_stay_in_the_gallery() -> None:
+    # Distractors (pid 0) are never removed, whatever their camera, and push matches down.
+    # Query pid 1, camera 0. Gallery: two distractors closest (cameras 0 and 1), then the match.
+    #   ranked: d0 x (pid 0, cam 0), d1 x (pid 0, cam 1), g match -> rank-1 0, AP = 1/3, INP 1/3.
+    result = evaluate_rank([[0.1, 0.2, 0.3]], [1], [0, 0, 1], [0], [0, 1, 1], max_rank=3)
+    assert result.cmc.tolist() == [0.0, 0.0, 1.0]
+    assert result.mAP == pytest.approx(1 / 3, abs=1e-15)
+    assert result.mINP == pytest.approx(1 / 3, abs=1e-15)
+    # Without the distractors the match is at rank 1.
+    result = evaluate_rank([[0.3]], [1], [1], [0], [1], max_rank=1)
+    assert result.mAP == 1.0
+    # Junk (pid -1) left in the gallery is an ordinary non-match too (loaders drop it).
+    result = evaluate_rank([[0.1, 0.3]], [1], [-1, 1], [0], [0, 1], max_rank=2)
+    assert result.mAP == 0.5
+
+
 # --------------------------------------------------------------------------------------------
 # Ties
 # --------------------------------------------------------------------------------------------
@@ -287,6 +428,42 @@ def test_matches_loop_reference_on_random_data(seed: int, dtype: type) -> None:
     result = evaluate_rank(*args, max_rank=50, chunk_size=32)
     assert_matches_reference(result, *args, max_rank=50)
     assert 0 < result.num_valid_queries <= result.num_queries - 2
+
+
+@pytest.mark.parametrize("seed", [20, 21, 22])
+def test_matches_torchreid_style_loop_without_ties(seed: int) -> None:
+    # Continuous distances (no ties), distractors and invalid queries: the torchreid-style loop
+    # with its default unstable argsort agrees to the last bit (CMC in float32, INP) or two (AP).
+    rng = np.random.default_rng(seed)
+    num_q, num_g = 60, 500
+    g_pids = rng.integers(0, 25, size=num_g)  # pid 0: distractors
+    q_pids = rng.integers(1, 28, size=num_q)  # 25..27 are not in the gallery: invalid
+    g_camids = rng.integers(0, 5, size=num_g)
+    q_camids = rng.integers(0, 5, size=num_q)
+    # Each row: a random permutation of distinct values (no ties, also in float32).
+    levels = np.tile(np.linspace(0.01, 4.0, num_g), (num_q, 1))
+    for dtype in (np.float64, np.float32):
+        distmat = rng.permuted(levels, axis=1).astype(dtype)
+        assert all(np.unique(row).size == num_g for row in distmat)
+        args = (distmat, q_pids, g_pids, q_camids, g_camids)
+        result = evaluate_rank(*args, max_rank=50, chunk_size=16)
+        assert result.num_valid_queries < num_q
+        assert_matches_torchreid_style(result, *args, max_rank=50)
+
+
+@pytest.mark.parametrize("seed", [23, 24])
+def test_matches_torchreid_style_loop_with_ties(seed: int) -> None:
+    # Distances from 6 levels (ties everywhere): equal with the loop using a stable argsort.
+    rng = np.random.default_rng(seed)
+    num_q, num_g = 50, 300
+    g_pids = rng.integers(0, 10, size=num_g)
+    q_pids = rng.integers(1, 10, size=num_q)
+    g_camids = rng.integers(0, 3, size=num_g)
+    q_camids = rng.integers(0, 3, size=num_q)
+    distmat = rng.integers(0, 6, size=(num_q, num_g)).astype(np.float32)
+    args = (distmat, q_pids, g_pids, q_camids, g_camids)
+    result = evaluate_rank(*args, max_rank=20, chunk_size=7)
+    assert_matches_torchreid_style(result, *args, max_rank=20, sort_kind="stable")
 
 
 def test_matches_loop_reference_market_like() -> None:
@@ -394,6 +571,18 @@ def test_max_rank_larger_than_gallery_warns_and_shrinks_cmc() -> None:
     assert result.cmc.shape == (5,)
     np.testing.assert_allclose(result.cmc, [0.0, 0.0, 0.5, 1.0, 1.0], rtol=0, atol=1e-15)
     assert result.mAP == pytest.approx(1 / 3, abs=1e-15)
+
+
+def test_same_pid_pairs_equal_the_dense_comparison() -> None:
+    # The ranking core lists each query's same-pid gallery entries from a pid index instead of a
+    # [queries, gallery] comparison; it must give the same pairs in the same order.
+    rng = np.random.default_rng(30)
+    g_pids = rng.integers(-1, 9, size=200)
+    q_pids = rng.integers(-1, 12, size=40)  # 9..11 are absent from the gallery
+    rows, cols = metrics_module._GalleryIndex(g_pids).same_pid_pairs(q_pids)
+    expected_rows, expected_cols = np.nonzero(q_pids[:, None] == g_pids[None, :])
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(cols, expected_cols)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,34 +1,207 @@
-"""Query–gallery distance matrices."""
+"""Query–gallery distance matrices, whole or one chunk of query rows at a time.
+
+Both :func:`pairwise_distance` and :func:`iter_distance_chunks` compute the distances of query
+rows in fixed blocks of :data:`ROW_BLOCK` rows aligned to multiples of :data:`ROW_BLOCK`, with the
+same operations. A matrix product may round differently for a different number of rows (BLAS and
+cuBLAS pick kernels by shape), so this alignment is what makes every distance a chunk holds
+bit-identical to the same entry of the whole matrix, on any device and for any chunk size.
+"""
 
 from __future__ import annotations
 
+import math
+import operator
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
 import torch
 
-__all__ = ["pairwise_distance"]
+__all__ = ["METRICS", "ROW_BLOCK", "iter_distance_chunks", "pairwise_distance"]
+
+METRICS = ("euclidean", "cosine")
+"""Names accepted by ``metric``."""
+
+ROW_BLOCK = 256
+"""Query rows computed by one matrix product; chunk sizes are rounded up to a multiple of it."""
 
 
 def pairwise_distance(
-    query: torch.Tensor, gallery: torch.Tensor, metric: str = "euclidean"
+    query: torch.Tensor | np.ndarray,
+    gallery: torch.Tensor | np.ndarray,
+    metric: str = "euclidean",
 ) -> torch.Tensor:
     """Distances between the rows of ``query`` ``[Q, D]`` and ``gallery`` ``[G, D]``: ``[Q, G]``.
 
     ``"euclidean"``: squared Euclidean distance ``‖q‖² + ‖g‖² − 2⟨q, g⟩`` (clamped at 0), the
     matrix torchreid/fast-reid/PPLR rank with. ``"cosine"``: ``1 − cos(q, g)``. Computed in
-    float32 on the tensors' device.
+    float32 on the tensors' device (numpy arrays: on CPU), :data:`ROW_BLOCK` query rows at a
+    time, so that besides the result only two ``[ROW_BLOCK, G]`` temporaries are held.
+
+    Args:
+        query (torch.Tensor or numpy.ndarray): real features of shape [Q, D].
+        gallery (torch.Tensor or numpy.ndarray): real features of shape [G, D], on the same
+            device as ``query``.
+        metric (str, optional): ``"euclidean"`` (default) or ``"cosine"``.
+
+    Returns:
+        torch.Tensor: float32 distances of shape [Q, G] on the features' device.
+
+    Raises:
+        ValueError: on shapes other than [Q, D] and [G, D], different devices or an unknown
+            metric.
     """
-    if query.dim() != 2 or gallery.dim() != 2 or query.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"query and gallery must be [Q, D] and [G, D] with the same D, got "
-            f"{tuple(query.shape)} and {tuple(gallery.shape)}"
+    q, g = _as_feature_tensor(query, "query"), _as_feature_tensor(gallery, "gallery")
+    _check_pair(q, g, "query", "gallery")
+    _check_metric(metric)
+    prepared = _Prepared(q, g, metric)
+    out = torch.empty(q.shape[0], g.shape[0], dtype=torch.float32, device=q.device)
+    for start in range(0, q.shape[0], ROW_BLOCK):
+        stop = min(start + ROW_BLOCK, q.shape[0])
+        prepared.block_into(start, stop, out[start:stop])
+    return out
+
+
+def iter_distance_chunks(
+    query: torch.Tensor | np.ndarray,
+    gallery: torch.Tensor | np.ndarray,
+    metric: str = "euclidean",
+    chunk_size: int = 1024,
+    *,
+    reuse_buffer: bool = False,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(start, distances)`` for consecutive chunks of query rows.
+
+    ``distances`` is ``pairwise_distance(query, gallery, metric)[start:start + len(distances)]``,
+    bit for bit, computed without ever holding more than one chunk: a float32 tensor of shape
+    [rows, G] on the features' device. A new tensor is yielded each time (the consumer may keep
+    or modify it) unless ``reuse_buffer`` is set.
+
+    Args:
+        query (torch.Tensor or numpy.ndarray): real features of shape [Q, D].
+        gallery (torch.Tensor or numpy.ndarray): real features of shape [G, D], same device.
+        metric (str, optional): ``"euclidean"`` (squared) or ``"cosine"``, as
+            :func:`pairwise_distance`.
+        chunk_size (int, optional): query rows per chunk, rounded up to a multiple of
+            :data:`ROW_BLOCK` (the last chunk may be shorter). Default is 1024.
+        reuse_buffer (bool, optional): yield views of one buffer that the next chunk
+            overwrites (fewer large allocations; use each chunk before asking for the next).
+            Default is False.
+
+    Raises:
+        ValueError: as :func:`pairwise_distance`, or if ``chunk_size < 1``.
+    """
+    q, g = _as_feature_tensor(query, "query"), _as_feature_tensor(gallery, "gallery")
+    _check_pair(q, g, "query", "gallery")
+    _check_metric(metric)
+    rows = _round_chunk_size(chunk_size)  # validated here, not at the first next()
+    return _generate_chunks(_Prepared(q, g, metric), rows, reuse_buffer)
+
+
+def _generate_chunks(
+    prepared: _Prepared, rows: int, reuse_buffer: bool
+) -> Iterator[tuple[int, torch.Tensor]]:
+    num_q, num_g = prepared.q.shape[0], prepared.g_t.shape[1]
+    buffer = None
+    for start in range(0, num_q, rows):
+        stop = min(start + rows, num_q)
+        if reuse_buffer:
+            if buffer is None:
+                buffer = prepared.q.new_empty(min(rows, num_q), num_g)
+            out = buffer[: stop - start]
+        else:
+            out = prepared.q.new_empty(stop - start, num_g)
+        for block in range(start, stop, ROW_BLOCK):
+            end = min(block + ROW_BLOCK, stop)
+            prepared.block_into(block, end, out[block - start : end - start])
+        yield start, out
+        del out  # the next chunk is allocated only once this one can be freed
+
+
+def _round_chunk_size(chunk_size: int) -> int:
+    """``chunk_size`` rounded up to a multiple of :data:`ROW_BLOCK`; ValueError if < 1."""
+    try:
+        chunk_size = operator.index(chunk_size)
+    except TypeError:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}") from None
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size}")
+    return math.ceil(chunk_size / ROW_BLOCK) * ROW_BLOCK
+
+
+class _Prepared:
+    """Float32 features and their per-row terms, computed once for all query blocks."""
+
+    def __init__(self, query: torch.Tensor, gallery: torch.Tensor, metric: str) -> None:
+        q, g = query.detach().float(), gallery.detach().float()
+        self.metric = metric
+        if metric == "cosine":
+            q = torch.nn.functional.normalize(q, dim=1)
+            g = torch.nn.functional.normalize(g, dim=1)
+        else:
+            self.q_sq = q.pow(2).sum(1)
+            self.g_sq = g.pow(2).sum(1)
+        self.q, self.g_t = q, g.T
+        self._product: torch.Tensor | None = None  # [ROW_BLOCK, G] scratch, allocated once
+
+    def block_into(self, start: int, stop: int, out: torch.Tensor) -> None:
+        """Write the distances of query rows ``start:stop`` into ``out`` ``[stop - start, G]``.
+
+        ``start`` must be a multiple of :data:`ROW_BLOCK` and ``stop - start <= ROW_BLOCK``.
+        """
+        q = self.q[start:stop]
+        if self.metric == "euclidean":
+            # (‖q‖² + ‖g‖²) − (2q)·gᵀ, then clamped: the operations of the classic one-liner
+            # ``q.pow(2).sum(1, keepdim=True) + g.pow(2).sum(1) - 2 * q @ g.T`` in its order.
+            if self._product is None:
+                self._product = self.q.new_empty(min(ROW_BLOCK, self.q.shape[0]), out.shape[1])
+            product = self._product[: stop - start]
+            torch.mm(2 * q, self.g_t, out=product)
+            torch.add(self.q_sq[start:stop, None], self.g_sq[None], out=out)
+            out.sub_(product)
+            out.clamp_min_(0)
+        else:
+            torch.mm(q, self.g_t, out=out)
+            out.neg_().add_(1)  # -x + 1 is 1 - x exactly
+
+
+def _as_feature_tensor(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf" or x.dtype.itemsize > 8:
+            raise ValueError(
+                f"{name} must hold real numbers (float or integer dtype), got numpy dtype "
+                f"{x.dtype}; convert it, e.g. with .astype(np.float32)"
+            )
+        if not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))
+        with warnings.catch_warnings():  # read-only arrays are fine: nothing writes to them
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            t = torch.from_numpy(x)
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}; "
+            "convert it, e.g. with torch.as_tensor(...)"
         )
-    if query.device != gallery.device:
-        raise ValueError(f"query is on {query.device} but gallery on {gallery.device}")
-    q, g = query.float(), gallery.float()
-    if metric == "euclidean":
-        d = q.pow(2).sum(1, keepdim=True) + g.pow(2).sum(1)[None] - 2 * q @ g.T
-        return d.clamp_min_(0)
-    if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
-        return 1 - q @ g.T
-    raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    if t.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    return t
+
+
+def _check_pair(q: torch.Tensor, g: torch.Tensor, q_name: str, g_name: str) -> None:
+    if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(
+            f"{q_name} and {g_name} must be [Q, D] and [G, D] with the same D, got "
+            f"{tuple(q.shape)} and {tuple(g.shape)}"
+        )
+    if q.device != g.device:
+        raise ValueError(
+            f"{q_name} is on {q.device} but {g_name} on {g.device}; move both to the same "
+            "device, e.g. with .to(device)"
+        )
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")

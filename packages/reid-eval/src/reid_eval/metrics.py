@@ -22,6 +22,9 @@ chunk of queries the evaluator therefore
 
 The result is identical to ranking with ``np.argsort(distmat, axis=1, kind="stable")`` and
 evaluating each query in a Python loop, at a fraction of the cost.
+
+The chunks are combined by ``_RankAccumulator``, which keeps only per-query results; the same
+accumulator serves :func:`reid_eval.evaluate_features`, whose chunks are computed from features.
 """
 
 from __future__ import annotations
@@ -162,7 +165,9 @@ def evaluate_rank(
       last true match; mINP is the mean over queries.
 
     This agrees with torchreid's / fast-reid's / PPLR's ``eval_market1501`` (whose ``argsort``
-    resolves tied distances arbitrarily, so they agree whenever there are no ties).
+    resolves tied distances arbitrarily, so they agree whenever there are no ties). Last-bit
+    notes: torchreid averages the CMC in float32 (``cmc.astype(np.float32)`` equals it exactly)
+    and sums each AP's terms in another order (the APs agree to about 1e-16).
 
     Args:
         distmat (numpy.ndarray or torch.Tensor): distance matrix of shape
@@ -204,62 +209,13 @@ def evaluate_rank(
             "contain at least one sample"
         )
     _check_real_dtype(dist)
-
-    q_pids = _as_int_vector(query_pids, "query_pids", num_q, "row")
-    g_pids = _as_int_vector(gallery_pids, "gallery_pids", num_g, "column")
-    q_camids = _as_int_vector(query_camids, "query_camids", num_q, "row")
-    g_camids = _as_int_vector(gallery_camids, "gallery_camids", num_g, "column")
-
-    max_rank = _positive_int(max_rank, "max_rank")
     chunk_size = _positive_int(chunk_size, "chunk_size")
-    if num_g < max_rank:
-        warnings.warn(
-            f"Number of gallery samples ({num_g}) is smaller than max_rank ({max_rank}); "
-            f"using max_rank={num_g}",
-            UserWarning,
-            stacklevel=2,
-        )
-        max_rank = num_g
-
-    first_pos = np.empty(num_q, dtype=np.int64)  # 0-based, valid list; -1 for invalid queries
-    ap_all = np.empty(num_q, dtype=np.float64)
-    inp_all = np.empty(num_q, dtype=np.float64)
-    for start in range(0, num_q, chunk_size):
-        stop = min(start + chunk_size, num_q)
-        first_pos[start:stop], ap_all[start:stop], inp_all[start:stop] = _evaluate_chunk(
-            _chunk_to_numpy(dist, start, stop),
-            start,
-            q_pids[start:stop],
-            g_pids,
-            q_camids[start:stop],
-            g_camids,
-        )
-
-    valid = first_pos >= 0
-    num_valid = int(valid.sum())
-    if num_valid == 0:
-        raise ValueError(
-            f"No valid query: none of the {num_q} queries has a true match (same pid, different "
-            "camera) in the gallery. Probably every query shares its camera "
-            "with all of its matches, or the query and gallery pids do not overlap; check the "
-            "pid/camid arrays and the query/gallery split"
-        )
-
-    hits = np.bincount(first_pos[valid & (first_pos < max_rank)], minlength=max_rank)
-    cmc = np.cumsum(hits, dtype=np.int64).astype(np.float64) / num_valid
-    ap = ap_all[valid]
-    inp = inp_all[valid]
-    for arr in (cmc, ap, inp):
-        arr.setflags(write=False)
-    return RankResult(
-        cmc=cmc,
-        mAP=float(np.mean(ap)),
-        mINP=float(np.mean(inp)),
-        num_valid_queries=num_valid,
-        num_queries=num_q,
-        ap=ap,
-        inp=inp,
+    accumulator = _RankAccumulator(
+        query_pids, gallery_pids, query_camids, gallery_camids, num_q, num_g, max_rank
     )
+    for start in range(0, num_q, chunk_size):
+        accumulator.add(start, _chunk_to_numpy(dist, start, min(start + chunk_size, num_q)))
+    return accumulator.result()
 
 
 def evaluate_records(
@@ -290,25 +246,190 @@ def evaluate_records(
 # --------------------------------------------------------------------------------------------
 
 
+class _RankAccumulator:
+    """Evaluates a distance matrix given chunk by chunk of query rows, then combines the chunks.
+
+    The shared core of :func:`evaluate_rank` (chunks of a distance matrix) and
+    :func:`reid_eval.evaluate_features` (chunks computed from features). It validates the ids
+    once, keeps per-query partial results (first-match position, AP, INP: O(num_query) memory)
+    and turns them into a :class:`RankResult` when every row was added.
+
+    Args:
+        query_pids, gallery_pids, query_camids, gallery_camids: 1-D integer ids, as in
+            :func:`evaluate_rank`.
+        num_query, num_gallery (int): shape of the (virtual) distance matrix.
+        max_rank (int): length of the CMC curve; shrunk to ``num_gallery`` with a warning.
+        source (str): what the rows are called in errors (``"distmat"``, ``"query_feats"``).
+        gallery_source (str): what the columns are called in errors.
+        stacklevel (int): ``stacklevel`` of the max_rank warning (3 = the caller's caller).
+    """
+
+    def __init__(
+        self,
+        query_pids: ArrayLike,
+        gallery_pids: ArrayLike,
+        query_camids: ArrayLike,
+        gallery_camids: ArrayLike,
+        num_query: int,
+        num_gallery: int,
+        max_rank: int,
+        *,
+        source: str = "distmat",
+        gallery_source: str = "distmat",
+        stacklevel: int = 3,
+    ) -> None:
+        row, col = ("row", "column") if gallery_source == source else ("row", "row")
+        self.q_pids = _as_int_vector(query_pids, "query_pids", num_query, row, source)
+        self.g_pids = _as_int_vector(gallery_pids, "gallery_pids", num_gallery, col, gallery_source)
+        self.q_camids = _as_int_vector(query_camids, "query_camids", num_query, row, source)
+        self.g_camids = _as_int_vector(
+            gallery_camids, "gallery_camids", num_gallery, col, gallery_source
+        )
+        max_rank = _positive_int(max_rank, "max_rank")
+        if num_gallery < max_rank:
+            warnings.warn(
+                f"Number of gallery samples ({num_gallery}) is smaller than max_rank ({max_rank}); "
+                f"using max_rank={num_gallery}",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+            max_rank = num_gallery
+        self.max_rank = max_rank
+        self.num_query, self.num_gallery = num_query, num_gallery
+        self.source = source
+        self.gallery_index = _GalleryIndex(self.g_pids)
+        self.scratch = _Scratch()
+        self.first_pos = np.empty(num_query, dtype=np.int64)  # 0-based in the valid list; -1
+        self.ap = np.empty(num_query, dtype=np.float64)
+        self.inp = np.empty(num_query, dtype=np.float64)
+        self.filled = np.zeros(num_query, dtype=bool)
+
+    def add(self, start: int, dist: np.ndarray, *, overwrite: bool = False) -> None:
+        """Evaluate query rows ``start : start + len(dist)`` from their distances ``dist``.
+
+        ``dist`` is a real numpy array of shape [rows, num_gallery]. It is not modified unless
+        ``overwrite`` is set, which lets a float chunk be turned into sort keys in place.
+        """
+        stop = start + dist.shape[0]
+        if dist.ndim != 2 or dist.shape[1] != self.num_gallery or not 0 <= start <= stop:
+            raise ValueError(
+                f"chunk of shape {dist.shape} at row {start} does not fit a "
+                f"[{self.num_query}, {self.num_gallery}] distance matrix"
+            )
+        if stop > self.num_query or self.filled[start:stop].any():
+            raise ValueError(f"query rows {start}:{stop} are out of range or were already added")
+        (
+            self.first_pos[start:stop],
+            self.ap[start:stop],
+            self.inp[start:stop],
+        ) = _evaluate_chunk(
+            dist,
+            start,
+            self.q_pids[start:stop],
+            self.gallery_index,
+            self.q_camids[start:stop],
+            self.g_camids,
+            self.scratch,
+            self.source,
+            overwrite,
+        )
+        self.filled[start:stop] = True
+
+    def result(self) -> RankResult:
+        """Combine the chunks into a :class:`RankResult`.
+
+        Raises:
+            ValueError: if a query row was never added, or no query is valid.
+        """
+        if not self.filled.all():
+            missing = int(np.flatnonzero(~self.filled)[0])
+            raise ValueError(f"query row {missing} was never evaluated; add every row once")
+        valid = self.first_pos >= 0
+        num_valid = int(valid.sum())
+        num_q = self.num_query
+        if num_valid == 0:
+            raise ValueError(
+                f"No valid query: none of the {num_q} queries has a true match (same pid, "
+                "different camera) in the gallery. Probably every query shares its camera "
+                "with all of its matches, or the query and gallery pids do not overlap; check "
+                "the pid/camid arrays and the query/gallery split"
+            )
+        max_rank = self.max_rank
+        first_pos = self.first_pos[valid]
+        hits = np.bincount(first_pos[first_pos < max_rank], minlength=max_rank)
+        cmc = np.cumsum(hits, dtype=np.int64).astype(np.float64) / num_valid
+        ap = self.ap[valid]
+        inp = self.inp[valid]
+        for arr in (cmc, ap, inp):
+            arr.setflags(write=False)
+        return RankResult(
+            cmc=cmc,
+            mAP=float(np.mean(ap)),
+            mINP=float(np.mean(inp)),
+            num_valid_queries=num_valid,
+            num_queries=num_q,
+            ap=ap,
+            inp=inp,
+        )
+
+
+class _GalleryIndex:
+    """Gallery indices grouped by pid, to list each query's same-pid entries without a
+    ``[queries, gallery]`` comparison."""
+
+    def __init__(self, g_pids: np.ndarray) -> None:
+        self.order = np.argsort(g_pids, kind="stable")  # ascending index within each pid
+        self.sorted_pids = g_pids[self.order]
+
+    def same_pid_pairs(self, q_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``np.nonzero(q_pids[:, None] == g_pids[None, :])``: rows, then columns ascending."""
+        left = np.searchsorted(self.sorted_pids, q_pids, side="left")
+        counts = np.searchsorted(self.sorted_pids, q_pids, side="right") - left
+        rows = np.repeat(np.arange(q_pids.size), counts)
+        within = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        return rows, self.order[left[rows] + within]
+
+
+class _Scratch:
+    """Work arrays reused from chunk to chunk.
+
+    Chunk-sized temporaries (hundreds of MB) would otherwise be mapped fresh, and page-faulted in
+    again, for every chunk.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        buf = self._buffers.get(name)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._buffers[name] = np.empty(nbytes, dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+
 def _evaluate_chunk(
     dist: np.ndarray,
     row_offset: int,
     q_pids: np.ndarray,
-    g_pids: np.ndarray,
+    gallery_index: _GalleryIndex,
     q_camids: np.ndarray,
     g_camids: np.ndarray,
+    scratch: _Scratch,
+    source: str = "distmat",
+    overwrite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Evaluate one chunk of queries.
+    """Evaluate one chunk of queries (``dist`` may be overwritten if ``overwrite``).
 
     Returns per-query arrays of shape [num_chunk_queries]: the 0-based position of the first true
     match in the valid ranked list (-1 if the query is invalid), the AP and the INP (NaN if the
     query is invalid).
     """
     num_c, num_g = dist.shape
-    keys = _order_keys(dist, row_offset)
+    keys = _order_keys(dist, row_offset, source, overwrite, scratch)
 
     # Entries of the gallery with the query's pid: true matches and same-camera entries to remove.
-    rows, cols = np.nonzero(q_pids[:, None] == g_pids[None, :])
+    rows, cols = gallery_index.same_pid_pairs(q_pids)
     first_pos = np.full(num_c, -1, dtype=np.int64)
     ap = np.full(num_c, np.nan)
     inp = np.full(num_c, np.nan)
@@ -317,10 +438,11 @@ def _evaluate_chunk(
 
     # Position of each same-pid entry in the stable ranking of its row over the whole gallery.
     needle = keys[rows, cols]
-    sorted_keys = np.sort(keys, axis=1)
+    sorted_keys = scratch.get("sorted", keys.shape, keys.dtype)
+    np.copyto(sorted_keys, keys)
+    sorted_keys.sort(axis=1)
     num_less = _rowwise_searchsorted(sorted_keys, rows, needle, side="left")
     num_tied = _rowwise_searchsorted(sorted_keys, rows, needle, side="right") - num_less
-    del sorted_keys
     pos = num_less
     tied = np.flatnonzero(num_tied > 1)
     if tied.size:
@@ -352,32 +474,63 @@ def _evaluate_chunk(
     return first_pos, ap, inp
 
 
-def _order_keys(dist: np.ndarray, row_offset: int) -> np.ndarray:
+def _order_keys(
+    dist: np.ndarray,
+    row_offset: int,
+    source: str = "distmat",
+    overwrite: bool = False,
+    scratch: _Scratch | None = None,
+) -> np.ndarray:
     """Map distances to integers with the same order and the same ties (exact, no rounding).
 
     Floats are mapped through their IEEE-754 bit patterns (after turning ``-0.0`` into ``0.0``),
-    which sorts several times faster than sorting the floats themselves. Raises ValueError naming
-    the first query row with a NaN or inf.
+    which sorts several times faster than sorting the floats themselves; with ``overwrite``, a
+    writable float32/float64 ``dist`` becomes the keys in place (else a scratch array does).
+    Raises ValueError naming the first query row with a NaN or inf.
     """
+    scratch = scratch or _Scratch()
     kind = dist.dtype.kind
     if kind == "f":
-        finite = np.isfinite(dist)
+        # NaN and inf propagate to the row maximum or minimum: no chunk-sized temporary.
+        finite = np.isfinite(dist.max(axis=1)) & np.isfinite(dist.min(axis=1))
         if not finite.all():
-            bad_row = int(np.flatnonzero(~finite.all(axis=1))[0]) + row_offset
+            bad_row = int(np.flatnonzero(~finite)[0]) + row_offset
+            if source == "distmat":
+                raise ValueError(
+                    f"distmat contains NaN or inf (first in query row {bad_row}); distances must "
+                    "be finite: check the features for NaN/inf or replace them, e.g. with "
+                    "torch.nan_to_num / np.nan_to_num"
+                )
             raise ValueError(
-                f"distmat contains NaN or inf (first in query row {bad_row}); distances must be "
-                "finite: check the features for NaN/inf or replace them, e.g. with "
-                "torch.nan_to_num / np.nan_to_num"
+                f"the distances computed from the features overflow (NaN or inf, first in query "
+                f"row {bad_row}): the features are too large for float32 arithmetic; scale them "
+                "down or pass normalize=True"
             )
-        del finite
-        if dist.dtype.itemsize <= 4:
-            bits = np.add(dist, 0.0, dtype=np.float32).view(np.int32)  # -0.0 + 0.0 == +0.0
-            return bits ^ ((bits >> 31) & _INT32_LOW_BITS)
-        bits = np.add(dist, 0.0, dtype=np.float64).view(np.int64)
-        return bits ^ ((bits >> 63) & _INT64_LOW_BITS)
+        wide = dist.dtype.itemsize > 4
+        float_type, int_type = (np.float64, np.int64) if wide else (np.float32, np.int32)
+        if overwrite and dist.dtype == float_type and dist.flags.writeable:
+            floats = dist
+        else:
+            floats = scratch.get("keys", dist.shape, float_type)
+        np.add(dist, 0.0, out=floats, casting="same_kind")  # -0.0 + 0.0 == +0.0
+        bits = floats.view(int_type)
+        # Negative floats sort in reverse: flip their magnitude bits. A few rows at a time, so
+        # that the temporary stays small.
+        low_bits, sign_shift = (_INT64_LOW_BITS, 63) if wide else (_INT32_LOW_BITS, 31)
+        step = max(1, (1 << 20) // max(1, dist.shape[1]))
+        for start in range(0, dist.shape[0], step):
+            block = bits[start : start + step]
+            flip = scratch.get("flip", block.shape, int_type)
+            np.right_shift(block, sign_shift, out=flip)
+            flip &= low_bits
+            block ^= flip
+        return bits
+    keys = scratch.get("keys", dist.shape, np.int64)
     if kind == "u" and dist.dtype.itemsize == 8:
-        return (dist ^ np.uint64(1 << 63)).view(np.int64)
-    return dist.astype(np.int64)  # bool, signed and smaller unsigned integers
+        np.bitwise_xor(dist, np.uint64(1 << 63), out=keys.view(np.uint64))
+        return keys
+    np.copyto(keys, dist, casting="unsafe")  # bool, signed and smaller unsigned integers
+    return keys
 
 
 def _rowwise_searchsorted(
@@ -478,8 +631,10 @@ def _chunk_to_numpy(dist: np.ndarray | torch.Tensor, start: int, stop: int) -> n
     return chunk
 
 
-def _as_int_vector(values: ArrayLike, name: str, expected: int, axis: str) -> np.ndarray:
-    """Convert ``values`` to a 1-D int64 array with one entry per ``axis`` ("row"/"column")."""
+def _as_int_vector(
+    values: ArrayLike, name: str, expected: int, axis: str, source: str = "distmat"
+) -> np.ndarray:
+    """Convert ``values`` to a 1-D int64 array with one entry per ``axis`` of ``source``."""
     if isinstance(values, torch.Tensor):
         arr = values.detach().cpu().numpy()
     else:
@@ -491,8 +646,8 @@ def _as_int_vector(values: ArrayLike, name: str, expected: int, axis: str) -> np
         )
     if arr.shape[0] != expected:
         raise ValueError(
-            f"{name} has length {arr.shape[0]} but distmat has {expected} {axis}s; "
-            f"pass exactly one id per {axis} of distmat"
+            f"{name} has length {arr.shape[0]} but {source} has {expected} {axis}s; "
+            f"pass exactly one id per {axis} of {source}"
         )
     if arr.dtype.kind not in "iu":
         raise ValueError(
