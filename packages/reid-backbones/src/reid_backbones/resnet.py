@@ -1,4 +1,10 @@
-"""torchvision ResNets as re-ID backbones: images in, feature map out, with a ``last_stride``."""
+"""ResNets as re-ID backbones: images in, feature map out, with a ``last_stride``.
+
+torchvision's ResNet-18/34/50/101 and their IBN-a variants (:mod:`reid_backbones.ibn`). Weights
+come from a local torchvision-format file, a torchvision weight enum, or ``"imagenet"`` (downloaded
+into the torch hub cache where the machine has internet; a clear error naming the file to fetch
+where it has not).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,19 @@ import torch
 from torch import nn
 from torchvision import models
 
+from .ibn import convert_to_ibn_a
+
 __all__ = [
+    "BACKBONES",
+    "IBN_RESNETS",
     "RESNETS",
+    "PretrainedSource",
     "PretrainedWeightsError",
     "ResNetBackbone",
     "build_backbone",
+    "imagenet_weights_url",
     "load_pretrained",
+    "load_state_dict_checked",
 ]
 
 #: name -> (torchvision constructor, output channels)
@@ -26,28 +39,57 @@ RESNETS: dict[str, tuple[Callable[..., models.ResNet], int]] = {
     "resnet101": (models.resnet101, 2048),
 }
 
+#: IBN-a variant -> the torchvision ResNet it modifies (:func:`reid_backbones.convert_to_ibn_a`).
+IBN_RESNETS: dict[str, str] = {
+    "resnet18_ibn_a": "resnet18",
+    "resnet34_ibn_a": "resnet34",
+    "resnet50_ibn_a": "resnet50",
+    "resnet101_ibn_a": "resnet101",
+}
+
+#: Every backbone name :func:`build_backbone` accepts.
+BACKBONES: tuple[str, ...] = (*RESNETS, *IBN_RESNETS)
+
+# ImageNet checkpoints released with IBN-Net (Pan et al., ECCV 2018), in its own key layout, which
+# is ours. torchvision's own URLs come from its weight enums.
+_IBN_URLS = {
+    name: f"https://github.com/XingangPan/IBN-Net/releases/download/v1.0/{name}-{tag}.pth"
+    for name, tag in {
+        "resnet18_ibn_a": "2f571257",
+        "resnet34_ibn_a": "94bc1577",
+        "resnet50_ibn_a": "d9d0bb7b",
+        "resnet101_ibn_a": "59ea0ac6",
+    }.items()
+}
+
+#: What ``pretrained=`` accepts: a local file, ``"imagenet"``, a torchvision weight enum, or None.
+PretrainedSource = str | os.PathLike | models.WeightsEnum | None
+
 
 class PretrainedWeightsError(RuntimeError):
     """Weights could not be read or do not match the architecture."""
 
 
 class ResNetBackbone(nn.Module):
-    """A torchvision ResNet without its pooling and classifier.
+    """A torchvision ResNet (or its IBN-a variant) without its pooling and classifier.
 
     ``forward`` maps images ``[N, 3, H, W]`` to the layer-4 feature map ``[N, C, H/s, W/s]`` with
     ``s = 16`` when ``last_stride=1`` (the re-ID convention of PPLR/DCLS: 16×8 maps at 256×128)
-    and ``s = 32`` when ``last_stride=2`` (ImageNet's). Parameter names equal torchvision's, so
-    torchvision ``.pth`` files load directly (their ``fc.*`` entries are ignored).
+    and ``s = 32`` when ``last_stride=2`` (ImageNet's). Parameter names equal torchvision's (and,
+    for ``*_ibn_a``, IBN-Net's), so torchvision / IBN-Net ``.pth`` files load directly (their
+    ``fc.*`` entries are ignored).
     """
 
     def __init__(self, name: str = "resnet50", last_stride: int = 1) -> None:
         super().__init__()
-        if name not in RESNETS:
-            raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(RESNETS)}")
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
-        factory, channels = RESNETS[name]
+        factory, channels = RESNETS[IBN_RESNETS.get(name, name)]
         net = factory(weights=None)
+        if name in IBN_RESNETS:
+            convert_to_ibn_a(net)
         self.name = name
         self.out_channels = channels
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
@@ -78,7 +120,12 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             "or pretrained=None to start from random weights."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from .safetensors_format import load_safetensors
+
+            state = load_safetensors(path)[0]
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any reader failure is reported the same way
         raise PretrainedWeightsError(f"could not read weights from '{path}': {e}") from e
     for key in ("state_dict", "model"):
@@ -89,15 +136,26 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_pretrained(module: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load a torchvision-format state dict into ``module`` with a strict, readable key check.
+def load_state_dict_checked(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Load ``state`` into ``module`` with a strict, readable key check.
 
-    Classifier entries (``fc.*``) are ignored; any other missing or unexpected key, or a shape
-    mismatch, raises :class:`PretrainedWeightsError` listing them.
+    Classifier entries (``fc.*``) and a DataParallel ``module.`` prefix are ignored, and
+    BatchNorm ``num_batches_tracked`` counters absent from files written before torch 0.4.1 are
+    left at their current value (as torch itself does); any other missing or unexpected key, or
+    a shape mismatch, raises :class:`PretrainedWeightsError` listing them (``source`` names where
+    the weights came from).
     """
-    path = Path(path).expanduser()
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
+    state = {
+        k.removeprefix("module."): v
+        for k, v in state.items()
+        if not k.removeprefix("module.").startswith("fc.")
+    }
     own = module.state_dict()
+    for key in set(own) - set(state):
+        if key.endswith(".num_batches_tracked"):
+            state[key] = own[key]
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(
@@ -110,7 +168,7 @@ def load_pretrained(module: nn.Module, path: str | os.PathLike[str]) -> None:
         def show(items: list[str]) -> str:
             return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
 
-        report = [f"weights in '{path}' do not match {type(module).__name__}:"]
+        report = [f"weights in {source} do not match {type(module).__name__}:"]
         if missing:
             report.append(f"  missing in the file: {show(missing)}")
         if unexpected:
@@ -122,21 +180,93 @@ def load_pretrained(module: nn.Module, path: str | os.PathLike[str]) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def load_pretrained(module: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a torchvision-format state dict file into ``module`` with a strict key check.
+
+    The file is a ``torch.save`` file (read with ``weights_only=True``) or a ``.safetensors``
+    file. It may hold the state dict itself or wrap it under ``"state_dict"`` / ``"model"``
+    (keys may carry DataParallel's ``module.`` prefix). Checked by
+    :func:`load_state_dict_checked`: a mismatch raises :class:`PretrainedWeightsError`.
+    """
+    path = Path(path).expanduser()
+    load_state_dict_checked(module, _read_state_dict(path), f"'{path}'")
+
+
+def imagenet_weights_url(name: str) -> str:
+    """URL of the ImageNet weights :func:`build_backbone` fetches for ``pretrained="imagenet"``.
+
+    torchvision ResNets use ``IMAGENET1K_V1`` (the weights ``pretrained=True`` gave in the PPLR
+    era); IBN-a ResNets use the checkpoints released with IBN-Net.
+    """
+    if name in _IBN_URLS:
+        return _IBN_URLS[name]
+    if name in RESNETS:
+        return models.get_model_weights(name)["IMAGENET1K_V1"].url
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def _download_state_dict(url: str, name: str) -> Mapping[str, torch.Tensor]:
+    """Fetch ``url`` through the torch hub cache (no network when the file is already cached)."""
+    try:
+        state = torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", progress=True, weights_only=True
+        )
+    except Exception as e:  # noqa: BLE001 - no network, proxy, disk, corrupt download...
+        file_name = url.rsplit("/", 1)[-1]
+        raise PretrainedWeightsError(
+            f"could not get the ImageNet weights of {name} from {url} ({type(e).__name__}: {e}). "
+            f"Without internet, download {file_name} on a machine that has it and pass "
+            f"pretrained='/path/to/{file_name}' (a local state dict file), or copy it into the "
+            "torch hub cache (torch.hub.get_dir()/checkpoints), or use pretrained=None for "
+            "random weights."
+        ) from e
+    return state
+
+
+def _load_source(backbone: ResNetBackbone, pretrained: PretrainedSource) -> None:
+    if isinstance(pretrained, models.WeightsEnum):
+        if backbone.name in IBN_RESNETS:
+            raise PretrainedWeightsError(
+                f"{backbone.name} has no torchvision weights; use pretrained='imagenet' (IBN-Net's "
+                "release) or the path of a resnet*_ibn_a .pth file"
+            )
+        url = pretrained.url
+        state = _download_state_dict(url, backbone.name)
+        load_state_dict_checked(backbone, state, f"{pretrained} ({url})")
+    elif isinstance(pretrained, str) and pretrained.lower() == "imagenet":
+        url = imagenet_weights_url(backbone.name)
+        load_state_dict_checked(backbone, _download_state_dict(url, backbone.name), url)
+    elif isinstance(pretrained, (str, os.PathLike)):
+        load_pretrained(backbone, pretrained)
+    else:
+        raise TypeError(
+            "pretrained must be None, 'imagenet', a torchvision weight enum or the path of a "
+            f"state dict file, got {type(pretrained).__name__}"
+        )
+
+
 def build_backbone(
     name: str = "resnet50",
     *,
     last_stride: int = 1,
-    pretrained: str | os.PathLike[str] | None = None,
+    pretrained: PretrainedSource = None,
 ) -> ResNetBackbone:
     """Build a ResNet backbone (see :class:`ResNetBackbone`).
 
     Args:
-        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"resnet101"``.
+        name: one of :data:`BACKBONES`: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``,
+            ``"resnet101"`` or their IBN-a variants ``"resnet50_ibn_a"`` etc.
         last_stride: stride of the last stage, 1 (re-ID) or 2 (ImageNet).
-        pretrained: path of a torchvision-format ``.pth`` state dict, or ``None`` for random
-            initialisation (torchvision's default initialisation).
+        pretrained: ``None`` for random initialisation (torchvision's); the path of a
+            torchvision-format ``.pth`` state dict (for ``*_ibn_a``: an IBN-Net checkpoint such
+            as ``resnet50_ibn_a-d9d0bb7b.pth``); ``"imagenet"`` (see
+            :func:`imagenet_weights_url`) or a torchvision weight enum such as
+            ``ResNet50_Weights.IMAGENET1K_V1``, both downloaded through the torch hub cache.
+
+    Raises:
+        PretrainedWeightsError: the weights cannot be read, fetched, or do not match.
     """
     backbone = ResNetBackbone(name, last_stride=last_stride)
     if pretrained is not None:
-        load_pretrained(backbone, pretrained)
+        _load_source(backbone, pretrained)
     return backbone

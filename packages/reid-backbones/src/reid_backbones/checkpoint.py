@@ -1,0 +1,217 @@
+"""Checkpoints without pickle: ``model.safetensors`` (weights) + ``config.json`` (how to rebuild).
+
+A checkpoint directory is everything :func:`load_checkpoint` needs, so ``reid-eval`` (or anyone)
+can evaluate a model from its folder alone. ``config.json`` holds the architecture, backbone,
+options, number of classes, ghost-BN groups, input size, mean/std, feature dimension, dtype, the
+versions of torch / torchvision / reid-backbones that wrote it, and the caller's ``extra``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from .models import MODELS, ReIDModel, build_model
+from .resnet import BACKBONES
+from .safetensors_format import SafetensorsError, load_safetensors, save_safetensors
+
+__all__ = [
+    "CONFIG_NAME",
+    "CheckpointError",
+    "WEIGHTS_NAME",
+    "load_checkpoint",
+    "read_checkpoint_config",
+    "save_checkpoint",
+    "unwrap_model",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is missing, incomplete, or does not match what it describes."""
+
+
+def unwrap_model(model: nn.Module) -> ReIDModel:
+    """The :class:`ReIDModel` inside DataParallel / DistributedDataParallel / torch.compile."""
+    seen = model
+    for _ in range(8):
+        if isinstance(seen, ReIDModel):
+            return seen
+        inner = getattr(seen, "module", None)
+        if inner is None:
+            inner = getattr(seen, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            break
+        seen = inner
+    raise TypeError(
+        f"expected a model made by reid_backbones.build_model, got {type(model).__name__}"
+    )
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save ``model`` to ``directory`` (created if needed) as safetensors + ``config.json``.
+
+    Each file is written to a temporary name and renamed, so a crash never leaves a half-written
+    file; the weights are replaced first, the config last.
+
+    Args:
+        model: a :class:`ReIDModel` (DataParallel / DDP / compiled wrappers are unwrapped).
+        directory: the checkpoint folder.
+        extra: JSON-serialisable information to keep in ``config.json`` under ``"extra"``
+            (epoch, metrics, training config, ...).
+
+    Returns:
+        The directory.
+    """
+    net = unwrap_model(model)
+    from . import __version__
+
+    config: dict[str, Any] = {"format_version": FORMAT_VERSION, **net.config()}
+    config["dtype"] = str(next(net.parameters()).dtype).removeprefix("torch.")
+    config["versions"] = {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "reid-backbones": __version__,
+    }
+    if extra is not None:
+        config["extra"] = dict(extra)
+    try:
+        text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"extra must be JSON-serialisable (str, numbers, lists, dicts): {e}") from e
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", "architecture": net.arch, "backbone": net.backbone_name}
+    save_safetensors(net.state_dict(), directory / WEIGHTS_NAME, metadata=metadata)
+    _write_text_atomic(directory / CONFIG_NAME, text)
+    return directory
+
+
+def read_checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory (architecture, options, extra...)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"checkpoint directory '{directory}' does not exist (a checkpoint is a folder "
+            f"holding {WEIGHTS_NAME} and {CONFIG_NAME}, written by save_checkpoint)"
+        )
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"'{directory}' has no {CONFIG_NAME}: is it a reid-backbones checkpoint folder? "
+            "(written by reid_backbones.save_checkpoint)"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"could not read '{path}': {e}") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"'{path}' does not hold a JSON object")
+    missing = [k for k in ("architecture", "backbone", "num_classes") if k not in config]
+    if missing:
+        raise CheckpointError(f"'{path}' lacks {', '.join(missing)}")
+    return config
+
+
+def _check_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], directory: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(
+        f"{k}: file {list(tensors[k].shape)} vs model {list(own[k].shape)}"
+        for k in set(own) & set(tensors)
+        if tensors[k].shape != own[k].shape
+    )
+    if missing or unexpected or wrong:
+
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:6]) + (f" ... ({len(items)} in all)" if len(items) > 6 else "")
+
+        lines = [f"the weights in '{directory / WEIGHTS_NAME}' do not match its {CONFIG_NAME}:"]
+        if missing:
+            lines.append(f"  missing in the weights: {show(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected in the weights: {show(unexpected)}")
+        if wrong:
+            lines.append(f"  shape mismatch: {show(wrong)}")
+        lines.append("  (were the files of two different checkpoints mixed?)")
+        raise CheckpointError("\n".join(lines))
+
+
+def load_checkpoint(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> ReIDModel:
+    """Rebuild the model saved by :func:`save_checkpoint`, in evaluation mode, on ``device``.
+
+    No pickle is involved: the architecture comes from ``config.json`` and the tensors from
+    ``model.safetensors``. The config is available afterwards as :func:`read_checkpoint_config`.
+
+    Raises:
+        CheckpointError: missing folder or files, unknown architecture/backbone, or weights
+            whose names/shapes differ from the model the config describes.
+    """
+    directory = Path(directory)
+    config = read_checkpoint_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"'{directory}' has {CONFIG_NAME} but no {WEIGHTS_NAME}")
+    arch, backbone = config["architecture"], config["backbone"]
+    if arch not in MODELS:
+        raise CheckpointError(
+            f"'{directory}' holds an unknown architecture {arch!r} (this reid-backbones knows "
+            f"{', '.join(MODELS)}); was it written by a newer version?"
+        )
+    if backbone not in BACKBONES:
+        raise CheckpointError(
+            f"'{directory}' holds an unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})"
+        )
+    keys = ("last_stride", "bn_groups", "input_size", "mean", "std")
+    kwargs = {k: config[k] for k in keys if k in config}
+    try:
+        model = build_model(
+            arch,
+            backbone=backbone,
+            num_classes=int(config["num_classes"]),
+            **kwargs,
+            **config.get("options", {}),
+        )
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the {CONFIG_NAME} of '{directory}' cannot be built: {e}") from e
+    try:
+        tensors, _ = load_safetensors(weights)
+    except SafetensorsError as e:
+        raise CheckpointError(str(e)) from e
+    _check_state(model, tensors, directory)
+    model.load_state_dict(tensors, strict=True)
+    dtype = getattr(torch, str(config.get("dtype", "float32")), None)
+    if isinstance(dtype, torch.dtype) and dtype != torch.float32:
+        model.to(dtype)
+    return model.to(device).eval()

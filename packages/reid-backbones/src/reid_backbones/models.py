@@ -1,0 +1,317 @@
+"""The re-ID models of both papers behind one factory: ``baseline``, ``pplr`` and ``dcls``.
+
+All three share a ResNet backbone (last stride 1) and a global branch: global average pooling →
+BNNeck → bias-free classifier. They differ in the part/local branch (:class:`PartBranch`):
+
+* ``baseline`` — none.
+* ``pplr`` — P uniform disjoint stripes of the backbone map (PPLR Sec. 3.1), each average-pooled
+  with its own BNNeck and classifier; option ``num_parts`` (3).
+* ``dcls`` — an attention block on the backbone map, then N_l overlapping horizontal regions
+  (DCLS Sec. 3.2, Fig. 1-2), each with its own BNNeck and classifier; options ``attention``
+  (``"soft"``, ``"cbam"``, ``"eca"``, ``"se"`` or ``"none"``), ``num_regions`` (3; 0 gives the
+  global branch alone) and ``overlap`` (True; False gives disjoint stripes, the "non-cross"
+  ablation). The global branch pools the backbone map itself, not the attended one.
+
+Which feature goes where follows the official PPLR code: the classifiers see the BNNeck outputs;
+evaluation, clustering and the cross agreement use the L2-normalised BNNeck outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .attention import ATTENTIONS
+from .ghost_bn import convert_to_ghost_bn
+from .heads import BNNeck, PartBranch, make_classifier
+from .resnet import PretrainedSource, build_backbone
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MODELS",
+    "MODEL_OPTIONS",
+    "ReIDModel",
+    "ReIDOutput",
+    "build_model",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: architecture -> its options and their defaults (the keyword ``**options`` of build_model).
+MODEL_OPTIONS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "pplr": {"num_parts": 3},
+    "dcls": {"attention": "soft", "num_regions": 3, "overlap": True},
+}
+
+#: Architecture names :func:`build_model` accepts.
+MODELS: tuple[str, ...] = tuple(MODEL_OPTIONS)
+
+
+class ReIDOutput(NamedTuple):
+    """What a model returns in training mode (``N`` images, ``D`` channels, ``P`` parts,
+    ``K`` classes). Fields are ``None`` where the model has no parts or no classifier
+    (``num_classes == 0``).
+
+    Attributes:
+        global_features: ``[N, D]`` global average-pooled map, **before** the BNNeck (what the
+            METHODS.md triplet loss takes).
+        global_bn_features: ``[N, D]`` the same **after** the BNNeck: the classifier's input, and
+            the feature the official PPLR code gives to its triplet and camera-proxy losses.
+        global_logits: ``[N, K]`` global classifier outputs.
+        part_features: ``[N, P, D]`` part/local features **after** their BNNecks (the official
+            PPLR convention: its training output and, L2-normalised, its cross-agreement input).
+        part_logits: ``[N, P, K]`` part/local classifier outputs.
+        part_pooled_features: ``[N, P, D]`` part/local features before their BNNecks.
+    """
+
+    global_features: torch.Tensor
+    global_bn_features: torch.Tensor
+    global_logits: torch.Tensor | None
+    part_features: torch.Tensor | None
+    part_logits: torch.Tensor | None
+    part_pooled_features: torch.Tensor | None
+
+
+def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    valid = MODEL_OPTIONS[name]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        allowed = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "none"
+        raise TypeError(
+            f"build_model({name!r}) got unknown option(s) {', '.join(unknown)}; "
+            f"valid options for {name!r}: {allowed}"
+        )
+    resolved = {**valid, **options}
+    if name == "pplr":
+        p = resolved["num_parts"]
+        if not isinstance(p, int) or isinstance(p, bool) or p < 1:
+            raise ValueError(f"num_parts must be a positive integer, got {p!r}")
+    if name == "dcls":
+        n = resolved["num_regions"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"num_regions must be an integer >= 0 (paper: 0, 2 or 3), got {n!r}")
+        if resolved["attention"] not in ATTENTIONS:
+            raise ValueError(
+                f"unknown attention {resolved['attention']!r}; choose one of "
+                f"{', '.join(ATTENTIONS)}"
+            )
+        if not isinstance(resolved["overlap"], bool):
+            raise ValueError(f"overlap must be True or False, got {resolved['overlap']!r}")
+    return resolved
+
+
+class ReIDModel(nn.Module):
+    """Backbone + global BNNeck/classifier + optional part/local branch (see the module doc).
+
+    Use :func:`build_model` to create one. Modes:
+
+    * training — ``forward(images)`` returns a :class:`ReIDOutput`;
+    * evaluation — ``forward(images)`` returns the L2-normalised post-BNNeck global feature
+      ``[N, D]`` (retrieval); :meth:`extract` also gives the part features for clustering.
+
+    Inputs are images ``[N, 3, H, W]`` normalised with ``mean``/``std`` (metadata stored in
+    checkpoints; the model does not normalise). Everything follows the device and dtype of the
+    model and its input; ``channels_last`` and autocast work.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        backbone: str = "resnet50",
+        num_classes: int = 0,
+        *,
+        pretrained: PretrainedSource = None,
+        last_stride: int = 1,
+        input_size: Sequence[int] = (256, 128),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if arch not in MODEL_OPTIONS:
+            raise ValueError(f"unknown model {arch!r}; choose one of {', '.join(MODELS)}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        if len(input_size) != 2 or len(mean) != 3 or len(std) != 3:
+            raise ValueError("input_size needs (height, width); mean and std need 3 values each")
+        self.arch = arch
+        self.options = _check_options(arch, options)
+        self.backbone_name = backbone
+        self.last_stride = last_stride
+        self.bn_groups = 1
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+
+        self.backbone = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
+        dim = self.backbone.out_channels
+        self.neck = BNNeck(dim)
+        self.classifier = make_classifier(dim, num_classes, self.neck.weight)
+        self.num_classes = num_classes
+        self.parts: PartBranch | None = None
+        if arch == "pplr":
+            self.parts = PartBranch(
+                dim, self.options["num_parts"], overlap=False, num_classes=num_classes
+            )
+        elif arch == "dcls" and self.options["num_regions"] > 0:
+            self.parts = PartBranch(
+                dim,
+                self.options["num_regions"],
+                overlap=self.options["overlap"],
+                attention=self.options["attention"],
+                num_classes=num_classes,
+            )
+
+    @property
+    def feature_dim(self) -> int:
+        """D, the channels of the backbone map (2048 for ResNet-50, 512 for ResNet-18/34)."""
+        return self.backbone.out_channels
+
+    @property
+    def num_parts(self) -> int:
+        """P, the number of part/local features (0 without a part branch)."""
+        return 0 if self.parts is None else self.parts.num_regions
+
+    def forward(self, images: torch.Tensor) -> ReIDOutput | torch.Tensor:
+        """Training: :class:`ReIDOutput`. Evaluation: L2-normalised global features ``[N, D]``."""
+        fmap = self.backbone(images)
+        pooled = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+        bn = self.neck(pooled)
+        if not self.training:
+            return F.normalize(bn, dim=1)
+        logits = self.classifier(bn) if self.classifier is not None else None
+        part_pooled = part_bn = part_logits = None
+        if self.parts is not None:
+            part_pooled, part_bn, part_logits = self.parts(fmap)
+        return ReIDOutput(pooled, bn, logits, part_bn, part_logits, part_pooled)
+
+    def extract(
+        self, images: torch.Tensor, parts: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """L2-normalised post-BNNeck features for clustering and the cross agreement.
+
+        Returns ``(global [N, D], parts [N, P, D])``; ``parts`` is None when ``parts=False`` or
+        the model has no part branch. Call it in evaluation mode (``model.eval()``) and under
+        ``torch.no_grad()`` as for retrieval; it does not change the mode itself.
+        """
+        fmap = self.backbone(images)
+        g = F.normalize(self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), dim=1)
+        if not parts or self.parts is None:
+            return g, None
+        return g, F.normalize(self.parts.bn_features(fmap), dim=2)
+
+    @torch.no_grad()
+    def reset_classifiers(
+        self, global_centroids: torch.Tensor, part_centroids: torch.Tensor | None = None
+    ) -> None:
+        """Re-create every classifier with K outputs initialised from cluster centroids.
+
+        PPLR (and SpCL before it) start each epoch's classifiers from the L2-normalised
+        centroids of the current clusters; call this after clustering, each epoch. Centroids are
+        L2-normalised here; the new layers take the model's device and dtype.
+
+        The classifiers are **new parameters**: rebuild the optimizer (or swap its classifier
+        parameter group) afterwards, as their number of rows K changes from epoch to epoch.
+
+        Args:
+            global_centroids: ``[K, D]`` centroids of the global features.
+            part_centroids: ``[K, P, D]`` centroids of each part's features; required for
+                models with parts, None for those without.
+        """
+        d = self.feature_dim
+        if global_centroids.dim() != 2 or global_centroids.shape[1] != d:
+            raise ValueError(
+                f"global_centroids must be [K, {d}], got {list(global_centroids.shape)}"
+            )
+        k = global_centroids.shape[0]
+        if k < 1:
+            raise ValueError("global_centroids is empty: there must be at least one cluster")
+        if self.parts is None:
+            if part_centroids is not None:
+                raise ValueError(f"this {self.arch!r} model has no parts: pass part_centroids=None")
+        else:
+            want = [k, self.num_parts, d]
+            if part_centroids is None or list(part_centroids.shape) != want:
+                got = None if part_centroids is None else list(part_centroids.shape)
+                raise ValueError(f"part_centroids must be {want} (K, P, D) here, got {got}")
+        like = self.neck.weight
+        classifier = make_classifier(d, k, like)
+        assert classifier is not None
+        classifier.weight.copy_(F.normalize(global_centroids.to(like), dim=1))
+        self.classifier = classifier
+        if self.parts is not None and part_centroids is not None:
+            self.parts.reset_classifiers(part_centroids)
+        self.num_classes = k
+
+    def config(self) -> dict[str, Any]:
+        """The arguments that rebuild this model (saved as ``config.json`` by checkpoints)."""
+        return {
+            "architecture": self.arch,
+            "backbone": self.backbone_name,
+            "num_classes": self.num_classes,
+            "last_stride": self.last_stride,
+            "bn_groups": self.bn_groups,
+            "options": dict(self.options),
+            "feature_dim": self.feature_dim,
+            "num_parts": self.num_parts,
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def build_model(
+    name: str,
+    backbone: str = "resnet50",
+    num_classes: int = 0,
+    pretrained: PretrainedSource = None,
+    last_stride: int = 1,
+    bn_groups: int = 1,
+    *,
+    input_size: Sequence[int] = (256, 128),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    **options: Any,
+) -> ReIDModel:
+    """Build a re-ID model: ``"baseline"``, ``"pplr"`` or ``"dcls"`` (see :data:`MODEL_OPTIONS`).
+
+    Args:
+        name: architecture.
+        backbone: a name of :data:`reid_backbones.BACKBONES` (``"resnet50"``,
+            ``"resnet50_ibn_a"``, ...).
+        num_classes: classifier outputs K; 0 builds no classifiers (create them later with
+            :meth:`ReIDModel.reset_classifiers`).
+        pretrained: backbone weights: None, a local torchvision/IBN-Net ``.pth`` file,
+            ``"imagenet"`` or a torchvision weight enum (see :func:`build_backbone`).
+        last_stride: 1 (re-ID, both papers) or 2.
+        bn_groups: G > 1 turns every BatchNorm into a ghost BatchNorm normalising over
+            ``batch / G`` samples in training (:mod:`reid_backbones.ghost_bn`).
+        input_size: ``(height, width)`` the model is meant for (metadata for checkpoints and
+            export; 256×128 in DCLS, 384×128 in PPLR).
+        mean, std: the input normalisation (metadata; ImageNet's by default).
+        **options: architecture options — pplr: ``num_parts=3``; dcls: ``attention="soft"``,
+            ``num_regions=3``, ``overlap=True``. Unknown ones raise a TypeError listing the valid
+            ones.
+    """
+    model = ReIDModel(
+        name,
+        backbone,
+        num_classes,
+        pretrained=pretrained,
+        last_stride=last_stride,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        **options,
+    )
+    if bn_groups != 1:
+        convert_to_ghost_bn(model, bn_groups)
+        model.bn_groups = bn_groups
+    return model
