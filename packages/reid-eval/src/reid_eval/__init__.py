@@ -5,9 +5,13 @@
 - :func:`evaluate_rank`: CMC, mAP and mINP from a distance matrix (the field's protocol).
 - :func:`evaluate_features`: the same from features, chunked (MSMT17-size galleries, on GPU).
 - :class:`ReIDEvaluator`: ``reset / process / evaluate`` for training loops.
+- :func:`re_ranking` (classic, squares its inputs) and :func:`re_ranking_features` (features in,
+  block by block): k-reciprocal re-ranking on reid-clustering's k-reciprocal encoding.
 - :func:`extract_features`, :func:`pairwise_distance`: features and distances.
+- :func:`evaluate_checkpoint`: a saved model on a dataset (the ``reid-eval`` command).
 """
 
+from .checkpoint_eval import CheckpointEvaluation, evaluate_checkpoint
 from .datasets import (
     DatasetError,
     DatasetLayoutError,
@@ -20,10 +24,12 @@ from .distance import iter_distance_chunks, pairwise_distance
 from .evaluator import QueryGallerySplit, ReIDEvaluator, evaluate_features
 from .features import ImageReadError, extract_features, pixel_features
 from .metrics import RankResult, evaluate_rank, evaluate_records
+from .rerank import iter_re_ranking_features, re_ranking, re_ranking_features
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointEvaluation",
     "DatasetError",
     "DatasetLayoutError",
     "ImageReadError",
@@ -36,10 +42,14 @@ __all__ = [
     "evaluate_features",
     "evaluate_rank",
     "evaluate_records",
+    "evaluate_checkpoint",
     "extract_features",
     "iter_distance_chunks",
+    "iter_re_ranking_features",
     "load_dataset",
     "make_synthetic_dataset",
     "pairwise_distance",
     "pixel_features",
+    "re_ranking",
+    "re_ranking_features",
 ]
