@@ -224,3 +224,18 @@ def test_channels_last_bf16_autocast_matches_fp32(images: torch.Tensor) -> None:
         loss = out.global_logits.float().logsumexp(1).mean() + out.part_logits.float().mean()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_load_centroids_writes_rows_in_place_and_keeps_parameters() -> None:
+
+    model = build_model("pplr", backbone="resnet18", num_classes=10, num_parts=2)
+    before = [id(p) for p in model.parameters()]
+    g, p = torch.randn(4, 512), torch.randn(4, 2, 512)
+    assert model.load_centroids(g, p) == 4
+    assert [id(q) for q in model.parameters()] == before
+    torch.testing.assert_close(model.classifier.weight[:4], F.normalize(g, dim=1))
+    torch.testing.assert_close(model.parts.classifiers[1].weight[:4], F.normalize(p[:, 1], dim=1))
+    with pytest.raises(ValueError, match="capacity of 10 rows"):
+        model.load_centroids(torch.randn(11, 512), torch.randn(11, 2, 512))
+    with pytest.raises(ValueError, match="part_centroids must be"):
+        model.load_centroids(g, None)

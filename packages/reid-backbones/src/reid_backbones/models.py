@@ -250,6 +250,53 @@ class ReIDModel(nn.Module):
             self.parts.reset_classifiers(part_centroids)
         self.num_classes = k
 
+    @torch.no_grad()
+    def load_centroids(
+        self, global_centroids: torch.Tensor, part_centroids: torch.Tensor | None = None
+    ) -> int:
+        """Copy cluster centroids into the first K rows of the existing classifiers, in place.
+
+        The official PPLR code's way: the model is built with a fixed capacity
+        (``num_classes``, e.g. 3000), each epoch's L2-normalised centroids overwrite rows
+        ``0..K-1`` and the caller slices the logits to ``[..., :K]``. The parameters stay the
+        same objects, so the optimizer state carries over and DDP wrappers stay valid (unlike
+        :meth:`reset_classifiers`, which creates new layers).
+
+        Args:
+            global_centroids: ``[K, D]``; part_centroids: ``[K, P, D]`` for models with parts.
+
+        Returns:
+            K, the number of rows written.
+
+        Raises:
+            ValueError: shapes do not match the model, or K exceeds the classifier capacity.
+        """
+        d = self.feature_dim
+        if global_centroids.dim() != 2 or global_centroids.shape[1] != d:
+            raise ValueError(
+                f"global_centroids must be [K, {d}], got {list(global_centroids.shape)}"
+            )
+        k = global_centroids.shape[0]
+        if self.classifier is None or k > self.classifier.out_features or k < 1:
+            capacity = 0 if self.classifier is None else self.classifier.out_features
+            raise ValueError(
+                f"{k} clusters do not fit the classifier capacity of {capacity} rows; build the "
+                "model with a larger num_classes"
+            )
+        weight = self.classifier.weight
+        weight[:k].copy_(F.normalize(global_centroids.to(weight), dim=1))
+        if self.parts is not None:
+            want = [k, self.num_parts, d]
+            if part_centroids is None or list(part_centroids.shape) != want:
+                got = None if part_centroids is None else list(part_centroids.shape)
+                raise ValueError(f"part_centroids must be {want} (K, P, D) here, got {got}")
+            assert self.parts.classifiers is not None
+            for i, fc in enumerate(self.parts.classifiers):
+                fc.weight[:k].copy_(F.normalize(part_centroids[:, i].to(fc.weight), dim=1))
+        elif part_centroids is not None:
+            raise ValueError(f"this {self.arch!r} model has no parts: pass part_centroids=None")
+        return k
+
     def config(self) -> dict[str, Any]:
         """The arguments that rebuild this model (saved as ``config.json`` by checkpoints)."""
         return {
