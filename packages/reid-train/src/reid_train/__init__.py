@@ -1,9 +1,91 @@
 """Training engine for unsupervised person re-identification on HuggingFace Accelerate.
 
-Baseline, PPLR, PPLR with the camera loss, and DCLS, driven by typed configs. The engine
-arrives with the reid-train issue; this release holds the installable skeleton.
+Baseline, PPLR, PPLR with the camera loss, and DCLS, driven by typed configs. Building blocks:
+
+* :mod:`reid_train.config` — :class:`TrainConfig` (typed sections), :func:`load_config` with
+  ``key=value`` overrides, :func:`save_config`;
+* :mod:`reid_train.data` — torchvision v2 transforms, datasets that skip unreadable images,
+  :func:`build_train_loader` / :func:`build_extract_loader`;
+* :mod:`reid_train.sampler` — :class:`PKBatchSampler`, the distributed-aware P×K sampler;
+* :mod:`reid_train.losses` — :func:`soft_triplet_loss` (PPLR Eq. 3), :func:`camera_proxies` and
+  :func:`camera_proxy_loss` (PPLR Eq. 4).
 """
+
+from reid_train.config import (
+    ARCHITECTURES,
+    METHOD_ARCH,
+    METHODS,
+    ClusterConfig,
+    ConfigError,
+    DataConfig,
+    MethodConfig,
+    ModelConfig,
+    OptimConfig,
+    RuntimeConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_keys,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from reid_train.data import (
+    BadImagesError,
+    BadImageWarning,
+    ImageDataset,
+    TrainImageDataset,
+    build_extract_loader,
+    build_test_transform,
+    build_train_loader,
+    build_train_transform,
+)
+from reid_train.losses import (
+    CameraProxyLoss,
+    SoftTripletLoss,
+    camera_proxies,
+    camera_proxy_loss,
+    euclidean_distances,
+    soft_triplet_loss,
+)
+from reid_train.sampler import PKBatchSampler, TooFewIdentitiesError, epoch_generator
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ARCHITECTURES",
+    "METHODS",
+    "METHOD_ARCH",
+    "BadImageWarning",
+    "BadImagesError",
+    "CameraProxyLoss",
+    "ClusterConfig",
+    "ConfigError",
+    "DataConfig",
+    "ImageDataset",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PKBatchSampler",
+    "RuntimeConfig",
+    "SoftTripletLoss",
+    "TooFewIdentitiesError",
+    "TrainConfig",
+    "TrainImageDataset",
+    "__version__",
+    "apply_overrides",
+    "build_extract_loader",
+    "build_test_transform",
+    "build_train_loader",
+    "build_train_transform",
+    "camera_proxies",
+    "camera_proxy_loss",
+    "config_from_dict",
+    "config_keys",
+    "config_to_dict",
+    "epoch_generator",
+    "euclidean_distances",
+    "load_config",
+    "save_config",
+    "soft_triplet_loss",
+]

@@ -1,0 +1,826 @@
+"""Typed configuration of a training run: dataclasses, YAML files and ``key=value`` overrides.
+
+A run is described by :class:`TrainConfig`, six sections of typed fields with the papers'
+defaults (PPLR, Market-1501, without the camera loss, unless stated)::
+
+    data     dataset, images, P×K batch, augmentation, loader workers
+    model    architecture (baseline | pplr | dcls), backbone, pretrained weights, model options
+    cluster  DBSCAN on the k-reciprocal Jaccard distance (eps, min_samples, k1, k2, sparse)
+    method   the loss recipe (baseline | pplr | pplr_cam | dcls) and every ablation switch
+    optim    optimiser, learning-rate schedule, epochs × iterations, gradient clipping
+    runtime  seed, determinism, mixed precision, evaluation/checkpoint cadence, output folder
+
+:func:`load_config` reads a YAML file whose top-level keys are these sections (a missing key takes
+its default) and applies command-line overrides ``section.field=value`` (dotted keys; values are
+YAML scalars or flow lists, checked against the field's type). Unknown keys, in the file or in an
+override, raise :class:`ConfigError` naming the key and the closest valid ones. :func:`save_config`
+writes the resolved configuration; loading it again gives an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ARCHITECTURES",
+    "METHODS",
+    "METHOD_ARCH",
+    "ClusterConfig",
+    "ConfigError",
+    "DataConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_keys",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
+
+#: Training recipes (``method.name``).
+METHODS: tuple[str, ...] = ("baseline", "pplr", "pplr_cam", "dcls")
+#: Model architectures (``model.arch``), the names of ``reid_backbones.build_model``.
+ARCHITECTURES: tuple[str, ...] = ("baseline", "pplr", "dcls")
+#: The architecture each method trains.
+METHOD_ARCH: dict[str, str] = {
+    "baseline": "baseline",
+    "pplr": "pplr",
+    "pplr_cam": "pplr",
+    "dcls": "dcls",
+}
+
+_IMAGENET_MEAN = [0.485, 0.456, 0.406]
+_IMAGENET_STD = [0.229, 0.224, 0.225]
+# Dataset layouts of reid_eval.load_dataset, with the aliases it accepts.
+_DATASET_NAMES = ("market1501", "msmt17", "veri776", "folder", "synthetic")
+_DATASET_ALIASES = ("market", "msmt", "veri", "custom")
+
+
+class ConfigError(ValueError):
+    """A configuration file, dictionary or override is invalid (the message says how to fix it)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Dataset, input images, the P×K batch and the training augmentation.
+
+    ``batch_size`` is the batch of **one process** (Accelerate's convention): P = batch_size /
+    num_instances pseudo identities × K = num_instances images. With N processes the global
+    batch is N × batch_size.
+    """
+
+    #: Layout name for ``reid_eval.load_dataset``: market1501, msmt17, veri776, folder, synthetic.
+    dataset: str = "market1501"
+    #: Dataset folder (relative paths are relative to the working directory).
+    data_root: str = "data/market1501"
+    #: Extra keyword options of the layout (e.g. ``include_val: false`` for msmt17).
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    height: int = 384
+    width: int = 128
+    #: Images per process and step (P × K).
+    batch_size: int = 64
+    #: K, images per pseudo identity in a batch.
+    num_instances: int = 4
+    #: Take the K − 1 companions of a batch identity from cameras other than its first image's
+    #: camera when it has any (the RandomMultipleGallerySampler of SpCL/PPLR).
+    cross_camera_instances: bool = True
+    #: DataLoader worker processes (0 = load in the main process).
+    workers: int = 4
+    #: Batch size of feature extraction (clustering and evaluation).
+    test_batch_size: int = 128
+    #: Resize interpolation: bilinear (what reid_eval's extractor uses) or bicubic.
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    flip_prob: float = 0.5
+    #: Zero padding (pixels) before the random crop back to height × width; 0 disables both.
+    pad: int = 10
+    erasing_prob: float = 0.5
+    mean: list[float] = field(default_factory=lambda: list(_IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(_IMAGENET_STD))
+
+    @property
+    def num_identities(self) -> int:
+        """P, the pseudo identities of one batch."""
+        return self.batch_size // self.num_instances
+
+
+@dataclass
+class ModelConfig:
+    """The network: ``reid_backbones.build_model(arch, backbone=..., **options)``.
+
+    ``num_parts`` is used by ``arch: pplr``; ``attention``, ``num_regions`` and ``overlap`` by
+    ``arch: dcls`` (see :meth:`options`).
+    """
+
+    #: null = the architecture of ``method.name`` (filled in by validation).
+    arch: Literal["baseline", "pplr", "dcls"] | None = None
+    backbone: str = "resnet50"
+    #: Backbone weights: ``imagenet`` (downloaded once), the path of a ``.pth`` file, or null.
+    pretrained: str | None = "imagenet"
+    last_stride: int = 1
+    #: Ghost BatchNorm groups (4 reproduces the official 4-GPU DataParallel statistics of PPLR).
+    bn_groups: int = 1
+    #: PPLR: horizontal stripes P.
+    num_parts: int = 3
+    #: DCLS: attention block of the local branch (soft, cbam, eca, se, none).
+    attention: str = "soft"
+    #: DCLS: local regions N_l (0, 2 or 3 in the paper).
+    num_regions: int = 3
+    #: DCLS: overlapping regions (False = disjoint stripes).
+    overlap: bool = True
+
+    def options(self) -> dict[str, Any]:
+        """The architecture's ``**options`` for ``build_model`` (only those it accepts)."""
+        if self.arch == "pplr":
+            return {"num_parts": self.num_parts}
+        if self.arch == "dcls":
+            return {
+                "attention": self.attention,
+                "num_regions": self.num_regions,
+                "overlap": self.overlap,
+            }
+        return {}
+
+
+@dataclass
+class ClusterConfig:
+    """``reid_clustering.dbscan_pseudo_labels`` on the Jaccard distance (k-reciprocal encoding)."""
+
+    eps: float = 0.5
+    min_samples: int = 4
+    k1: int = 30
+    k2: int = 6
+    #: Sparse radius-graph path: null (automatic by size), true or false.
+    sparse: bool | None = None
+
+
+@dataclass
+class MethodConfig:
+    """The loss recipe and every ablation switch of PPLR and DCLS.
+
+    Losses per method (the engine's composition):
+
+    * ``baseline`` — label-smoothed CE (``global_epsilon``; 0 = plain CE, 0.1 = "+constant LS")
+      on the global logits + soft triplet.
+    * ``pplr`` — PGLR on the global logits (``use_pglr``; otherwise CE with ``global_epsilon``)
+      + part loss averaged over parts: AALS from epoch ``aals_epoch`` (``use_aals``), CE with
+      ``part_epsilon`` before it or without AALS + soft triplet.
+    * ``pplr_cam`` — ``pplr`` + ``lambda_cam`` × inter-camera proxy loss (global, plus the parts'
+      mean when ``cam_on_parts``).
+    * ``dcls`` — ``reid_refine.dcls_loss`` with ``w_l``, ``w_g``, ``metric``, ``local_smoothing``,
+      ``global_smoothing``, ``guidance``, ``epsilon`` + soft triplet on the global feature.
+    """
+
+    name: Literal["baseline", "pplr", "pplr_cam", "dcls"] = "pplr"
+    # --- every method ---
+    #: Soft-target weight of the positive in the soft triplet (0 = PPLR Eq. 3; see losses).
+    triplet_margin: float = 0.0
+    #: Weight of the triplet term (0 removes it).
+    triplet_weight: float = 1.0
+    #: Constant label smoothing ε of the global classifier where no refinement applies
+    #: (baseline; pplr with use_pglr false). 0 = plain cross-entropy.
+    global_epsilon: float = 0.0
+    # --- PPLR ---
+    #: k of the top-k ranked lists of the cross agreement (Eq. 6).
+    agreement_k: int = 20
+    #: β of PGLR (Eq. 9): weight of the one-hot label, in (0, 1].
+    beta: float = 0.5
+    #: First epoch (0-based) that trains the parts with AALS; before it, CE with part_epsilon.
+    aals_epoch: int = 5
+    #: Constant label smoothing ε of the part classifiers before aals_epoch / without AALS.
+    part_epsilon: float = 0.1
+    use_aals: bool = True
+    use_pglr: bool = True
+    #: PGLR ablation "w/o cross agreement": equal part weights 1/P in the ensemble.
+    pglr_uniform_weights: bool = False
+    # --- PPLR camera-aware proxies (pplr_cam) ---
+    lambda_cam: float = 0.5
+    cam_temperature: float = 0.07
+    num_hard_negatives: int = 50
+    #: Also apply the camera loss to each part feature (the official code does; averaged).
+    cam_on_parts: bool = True
+    # --- DCLS (names as in reid_refine.dcls_loss) ---
+    w_l: float = 0.7
+    w_g: float = 0.5
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    #: dcls (Eq. 6+7, LS''_l) | initial (Eq. 6, LS'_l) | constant (CLS_l) | none (one-hot).
+    local_smoothing: Literal["dcls", "initial", "constant", "none"] = "dcls"
+    #: dcls (Eq. 8, LS_g) | constant (CLS_g) | none (one-hot).
+    global_smoothing: Literal["dcls", "constant", "none"] = "dcls"
+    #: cross (Eq. 7) | non_cross (Table 4 ablation).
+    guidance: Literal["cross", "non_cross"] = "cross"
+    #: ε of DCLS's constant smoothing modes.
+    epsilon: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule: ``lr × gamma^(number of milestones passed)``, per epoch."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    #: SGD momentum (unused by Adam/AdamW).
+    momentum: float = 0.9
+    #: Epochs (0-based count of finished epochs) at which the lr is multiplied by gamma.
+    #: PPLR's "×0.1 every 20 epochs" over 50 epochs is [20, 40]; DCLS's is [40, 70].
+    milestones: list[int] = field(default_factory=lambda: [20, 40])
+    gamma: float = 0.1
+    #: Linear warm-up from warmup_factor × lr over the first warmup_epochs epochs (0 = none).
+    warmup_epochs: int = 0
+    warmup_factor: float = 0.1
+    epochs: int = 50
+    #: Optimiser steps per epoch.
+    iters: int = 400
+    #: Max gradient norm, or null for no clipping.
+    grad_clip: float | None = None
+
+
+@dataclass
+class RuntimeConfig:
+    """Reproducibility, precision and bookkeeping."""
+
+    seed: int = 1
+    #: torch.use_deterministic_algorithms + cuDNN deterministic (slower).
+    deterministic: bool = False
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    channels_last: bool = False
+    #: Evaluate every N epochs (and after the last); 0 = after the last epoch only.
+    eval_every: int = 5
+    #: Also report the k-reciprocal re-ranked metrics when evaluating.
+    rerank: bool = False
+    output_dir: str = "runs/pplr_market1501"
+    #: Save the resumable state every N epochs (0 = only at the end); best/last always.
+    save_every: int = 1
+    #: Log the running losses every N iterations.
+    log_every: int = 50
+    #: Unreadable training images skipped (with a warning) per loading process before an error.
+    max_bad_images: int = 10
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run. Build one with :func:`load_config` or :func:`config_from_dict`."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self) -> TrainConfig:
+        """Check types, ranges and cross-field rules; raise :class:`ConfigError` listing every
+        problem. A null ``model.arch`` is set to the architecture of ``method.name``."""
+        problems = _type_problems(self)
+        if not problems and self.model.arch is None:
+            self.model.arch = METHOD_ARCH[self.method.name]
+        problems = problems or _validate(self)
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``reid_backbones.build_model`` (add ``num_classes`` yourself)."""
+        self.validate()
+        m = self.model
+        return {
+            "name": m.arch,
+            "backbone": m.backbone,
+            "pretrained": m.pretrained,
+            "last_stride": m.last_stride,
+            "bn_groups": m.bn_groups,
+            "input_size": (self.data.height, self.data.width),
+            "mean": tuple(self.data.mean),
+            "std": tuple(self.data.std),
+            **m.options(),
+        }
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "cluster": ClusterConfig,
+    "method": MethodConfig,
+    "optim": OptimConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _type_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    for name, cls in _SECTIONS.items():
+        section = getattr(cfg, name)
+        if not isinstance(section, cls):
+            problems.append(f"{name} must be a {cls.__name__}, got {type(section).__name__}")
+            continue
+        for key, tp in _field_types(cls).items():
+            value = getattr(section, key)
+            try:
+                _coerce(value, tp)
+            except _Mismatch:
+                problems.append(f"{name}.{key} must be {_describe(tp)}, got {_show(value)}")
+    return problems
+
+
+def _validate(cfg: TrainConfig) -> list[str]:
+    p: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            p.append(message)
+
+    def unit(value: float, key: str, low_open: bool = False) -> None:
+        lo = "(0" if low_open else "[0"
+        ok = (0 < value <= 1) if low_open else (0 <= value <= 1)
+        need(ok and math.isfinite(value), f"{key} must be in {lo}, 1], got {value}")
+
+    d, m, c, me, o, r = cfg.data, cfg.model, cfg.cluster, cfg.method, cfg.optim, cfg.runtime
+    # data
+    key = d.dataset.lower().replace("-", "").replace("_", "")
+    need(
+        key in _DATASET_NAMES or key in _DATASET_ALIASES,
+        f"data.dataset {d.dataset!r} is unknown; choose one of {', '.join(_DATASET_NAMES)}",
+    )
+    need(d.height >= 1 and d.width >= 1, f"data.height/width must be >= 1: {d.height}x{d.width}")
+    need(d.num_instances >= 1, f"data.num_instances must be >= 1, got {d.num_instances}")
+    if d.num_instances >= 1:
+        need(
+            d.batch_size % d.num_instances == 0,
+            f"data.batch_size {d.batch_size} must be a multiple of data.num_instances "
+            f"{d.num_instances} (P identities x K images)",
+        )
+        need(
+            d.batch_size // d.num_instances >= 2,
+            f"data.batch_size / data.num_instances = {d.batch_size // d.num_instances} pseudo "
+            "identities per batch; the triplet loss needs at least 2 (raise data.batch_size)",
+        )
+    need(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
+    need(d.test_batch_size >= 1, f"data.test_batch_size must be >= 1, got {d.test_batch_size}")
+    need(d.pad >= 0, f"data.pad must be >= 0, got {d.pad}")
+    unit(d.flip_prob, "data.flip_prob")
+    unit(d.erasing_prob, "data.erasing_prob")
+    need(
+        len(d.mean) == 3 and len(d.std) == 3,
+        f"data.mean and data.std need 3 values (RGB), got {d.mean} and {d.std}",
+    )
+    need(all(s > 0 for s in d.std), f"data.std must be positive, got {d.std}")
+    # model
+    need(m.last_stride in (1, 2), f"model.last_stride must be 1 or 2, got {m.last_stride}")
+    need(m.bn_groups >= 1, f"model.bn_groups must be >= 1, got {m.bn_groups}")
+    if m.bn_groups >= 1:
+        need(
+            d.batch_size % m.bn_groups == 0 and d.batch_size // m.bn_groups >= 2,
+            f"data.batch_size {d.batch_size} must split into model.bn_groups {m.bn_groups} "
+            "groups of at least 2 images",
+        )
+    need(m.num_parts >= 1, f"model.num_parts must be >= 1, got {m.num_parts}")
+    need(m.num_regions >= 0, f"model.num_regions must be >= 0, got {m.num_regions}")
+    # cluster
+    need(0 < c.eps < 1, f"cluster.eps must be in (0, 1) (a Jaccard distance), got {c.eps}")
+    need(c.min_samples >= 1, f"cluster.min_samples must be >= 1, got {c.min_samples}")
+    need(c.k1 >= 1 and c.k2 >= 1, f"cluster.k1 and cluster.k2 must be >= 1, got {c.k1}, {c.k2}")
+    # method
+    arch = METHOD_ARCH[me.name]
+    need(
+        m.arch == arch,
+        f"method.name {me.name!r} trains model.arch {arch!r}, got model.arch {m.arch!r}",
+    )
+    unit(me.triplet_margin, "method.triplet_margin")
+    need(me.triplet_weight >= 0, f"method.triplet_weight must be >= 0, got {me.triplet_weight}")
+    unit(me.global_epsilon, "method.global_epsilon")
+    unit(me.part_epsilon, "method.part_epsilon")
+    unit(me.beta, "method.beta", low_open=True)
+    unit(me.w_l, "method.w_l")
+    unit(me.w_g, "method.w_g")
+    unit(me.epsilon, "method.epsilon")
+    need(me.agreement_k >= 1, f"method.agreement_k must be >= 1, got {me.agreement_k}")
+    need(me.aals_epoch >= 0, f"method.aals_epoch must be >= 0, got {me.aals_epoch}")
+    need(me.lambda_cam >= 0, f"method.lambda_cam must be >= 0, got {me.lambda_cam}")
+    need(me.cam_temperature > 0, f"method.cam_temperature must be > 0, got {me.cam_temperature}")
+    need(
+        me.num_hard_negatives >= 1,
+        f"method.num_hard_negatives must be >= 1, got {me.num_hard_negatives}",
+    )
+    if me.name == "dcls":
+        n_l = m.num_regions
+        if n_l == 0:
+            need(
+                me.global_smoothing != "dcls",
+                "method.global_smoothing 'dcls' (Eq. 8) needs local regions; with "
+                "model.num_regions 0 use 'constant' or 'none'",
+            )
+        elif me.local_smoothing == "dcls":
+            need(
+                n_l in (2, 3),
+                f"method.local_smoothing 'dcls' (Eq. 7) needs model.num_regions 2 or 3, got "
+                f"{n_l}; use 'initial', 'constant' or 'none'",
+            )
+        if me.guidance == "non_cross" and me.local_smoothing == "dcls":
+            need(n_l == 3, f"method.guidance 'non_cross' needs model.num_regions 3, got {n_l}")
+    # optim
+    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    need(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    need(0 < o.gamma <= 1, f"optim.gamma must be in (0, 1], got {o.gamma}")
+    need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
+    need(o.iters >= 1, f"optim.iters must be >= 1, got {o.iters}")
+    need(
+        all(x >= 1 for x in o.milestones)
+        and all(a < b for a, b in zip(o.milestones, o.milestones[1:], strict=False)),
+        f"optim.milestones must be increasing positive epochs, got {o.milestones}",
+    )
+    need(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    need(0 < o.warmup_factor <= 1, f"optim.warmup_factor must be in (0, 1], got {o.warmup_factor}")
+    need(
+        o.grad_clip is None or o.grad_clip > 0,
+        f"optim.grad_clip must be > 0 or null, got {o.grad_clip}",
+    )
+    # runtime
+    need(r.seed >= 0, f"runtime.seed must be >= 0, got {r.seed}")
+    need(r.eval_every >= 0, f"runtime.eval_every must be >= 0, got {r.eval_every}")
+    need(r.save_every >= 0, f"runtime.save_every must be >= 0, got {r.save_every}")
+    need(r.log_every >= 1, f"runtime.log_every must be >= 1, got {r.log_every}")
+    need(r.max_bad_images >= 0, f"runtime.max_bad_images must be >= 0, got {r.max_bad_images}")
+    need(bool(r.output_dir), "runtime.output_dir must not be empty")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Typed values
+# --------------------------------------------------------------------------------------------
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is Any:
+        return "any value"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (bool/int/float/str/None/Literal/list/dict), or raise _Mismatch."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, bool):
+            # YAML 1.1 reads no/off/false (yes/on/true) as booleans: map back to the choice.
+            words = ("yes", "on", "true") if value else ("no", "off", "false")
+            value = next((w for w in words if w in choices), value)
+        if isinstance(value, str) and value in choices:
+            return value
+        raise _Mismatch
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _Mismatch
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # PyYAML reads "1e-4" (no dot) as a string: accept what float() accepts.
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"unsupported config field type {tp!r}")  # a bug in the schema
+
+
+def _accepts_str(tp: Any) -> bool:
+    if tp is str:
+        return True
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_accepts_str(a) for a in typing.get_args(tp))
+    return False
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) else f"'{value}'"
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> dataclasses
+# --------------------------------------------------------------------------------------------
+
+
+def config_keys() -> list[str]:
+    """Every valid dotted key, e.g. ``optim.lr`` (free-form mappings appear once)."""
+    keys = []
+    for section, cls in _SECTIONS.items():
+        keys.extend(f"{section}.{f.name}" for f in dataclasses.fields(cls))
+    return keys
+
+
+def _unknown_key(key: str, source: str) -> ConfigError:
+    pool = config_keys() if "." in key else list(_SECTIONS) + config_keys()
+    close = difflib.get_close_matches(key, pool, n=3, cutoff=0.6)
+    if not close:
+        # Match the last component alone ("lrr" or "optim.lrr" -> optim.lr).
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf: dict[str, list[str]] = {}
+        for k in pool:
+            by_leaf.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+        for match in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.6):
+            close.extend(by_leaf[match])
+    if close:
+        hint = f"; did you mean {' or '.join(repr(c) for c in close[:3])}?"
+    else:
+        section = key.split(".", 1)[0]
+        if section in _SECTIONS:
+            valid = [f.name for f in dataclasses.fields(_SECTIONS[section])]
+            hint = f"; valid keys of '{section}': {', '.join(valid)}"
+        else:
+            hint = f"; valid sections: {', '.join(_SECTIONS)}"
+    return ConfigError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def _check_keys(data: Any, source: str) -> dict[str, Any]:
+    """``data`` as a dict of section dicts, every key known; else a ConfigError."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source} must hold a mapping of sections ({', '.join(_SECTIONS)}), "
+            f"got {type(data).__name__}"
+        )
+    out: dict[str, Any] = {}
+    for name, values in data.items():
+        if name not in _SECTIONS:
+            raise _unknown_key(str(name), source)
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"section '{name}' in {source} must be a mapping of keys, "
+                f"got {type(values).__name__}"
+            )
+        types_ = _field_types(_SECTIONS[name])
+        for key in values:
+            if key not in types_:
+                raise _unknown_key(f"{name}.{key}", source)
+        out[name] = dict(values)
+    return out
+
+
+def config_from_dict(data: Mapping[str, Any] | None, source: str = "<dict>") -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from nested mappings (missing keys: defaults).
+
+    Raises:
+        ConfigError: unknown keys (with suggestions), wrong types, invalid values.
+    """
+    sections: dict[str, Any] = {}
+    for name, values in _check_keys(data, source).items():
+        cls = _SECTIONS[name]
+        types_ = _field_types(cls)
+        kwargs = {}
+        for key, value in values.items():
+            try:
+                kwargs[key] = _coerce(value, types_[key])
+            except _Mismatch:
+                raise ConfigError(
+                    f"{name}.{key} in {source} must be {_describe(types_[key])}, got {_show(value)}"
+                ) from None
+        sections[name] = cls(**kwargs)
+    return TrainConfig(**sections).validate()
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Nested plain dict (YAML-ready: lists, not tuples) of a configuration."""
+    out: dict[str, Any] = {}
+    for name in _SECTIONS:
+        section = getattr(config, name)
+        out[name] = {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides, files
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(
+            f"override {item!r} must look like key=value with a dotted key, e.g. optim.lr=1e-4"
+        )
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key; use e.g. optim.lr=1e-4")
+    return key, raw.strip()
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Iterable[str], source: str = "the command line"
+) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides to a nested dict (in place; returned).
+
+    Values are parsed as YAML (``true``/``false``, ``null``, numbers, ``[20, 40]``); a string
+    field keeps the raw text when YAML would read something else (``runtime.output_dir=2024``).
+    Keys of a mapping field go one level deeper: ``data.dataset_options.include_val=false``.
+
+    Raises:
+        ConfigError: a malformed item or an unknown key (with the closest valid keys).
+    """
+    for item in overrides:
+        key, raw = _parse_override(item)
+        parts = key.split(".")
+        section = parts[0]
+        if section not in _SECTIONS or len(parts) < 2:
+            raise _unknown_key(key, source)
+        types_ = _field_types(_SECTIONS[section])
+        name = parts[1]
+        if name not in types_:
+            raise _unknown_key(key, source)
+        tp = types_[name]
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: cannot parse the value ({e})") from None
+        sect = data.setdefault(section, {})
+        if sect is None:
+            sect = data[section] = {}
+        if typing.get_origin(tp) is dict:
+            mapping = sect.get(name)
+            if not isinstance(mapping, dict):
+                mapping = sect[name] = {}
+            if len(parts) == 2:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(
+                        f"{key} is a mapping: set one entry ({key}.NAME=VALUE) or give "
+                        f"{{name: value}}, got {raw!r}"
+                    )
+                sect[name] = dict(value)
+            else:
+                mapping[".".join(parts[2:])] = value
+            continue
+        if len(parts) > 2:
+            raise _unknown_key(key, source)
+        if _accepts_str(tp) and value is not None and not isinstance(value, str):
+            value = raw  # a string field: "no", "2024", "1.0" stay text
+        try:
+            _coerce(value, tp)
+        except _Mismatch:
+            raise ConfigError(
+                f"override {item!r}: {key} must be {_describe(tp)}, got {_show(value)}"
+            ) from None
+        sect[name] = value
+    return data
+
+
+def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> TrainConfig:
+    """Read a YAML configuration file and apply ``key=value`` overrides.
+
+    Args:
+        path: a YAML file whose top-level keys are sections (data, model, cluster, method,
+            optim, runtime); missing keys take the defaults of the dataclasses.
+        overrides: items like ``optim.lr=1e-4``, ``method.use_aals=false``,
+            ``model.pretrained=null``, ``optim.milestones=[20,40]``.
+
+    Returns:
+        A validated :class:`TrainConfig`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: unparsable YAML, unknown keys (file or override; the message names the key
+            and the closest valid ones), wrong types or invalid values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse the YAML of '{path}': {e}") from None
+    source = f"'{path}'"
+    data = _check_keys(data, source)  # the file's own mistakes are named as the file's
+    overrides = list(overrides)
+    if overrides:
+        apply_overrides(data, overrides)
+        source += " with overrides"
+    return config_from_dict(data, source)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style sections, flow-style lists (``milestones: [20, 40]``)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+_HEADER = "# Resolved reid-train configuration: reid-train --config {name} reproduces the run.\n"
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved configuration as YAML, atomically (temporary file + rename).
+
+    ``config`` is validated first (which also fills a null ``model.arch``).
+
+    Returns:
+        The path written. :func:`load_config` on it gives a configuration equal to ``config``.
+    """
+    config.validate()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = _HEADER.format(name=path.name) + yaml.dump(
+        config_to_dict(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
