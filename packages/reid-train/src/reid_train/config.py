@@ -148,6 +148,9 @@ class ModelConfig:
     num_regions: int = 3
     #: DCLS: overlapping regions (False = disjoint stripes).
     overlap: bool = True
+    #: Classifier rows (an upper bound on the clusters of an epoch); null = training images
+    #: // cluster.min_samples + 1. Each epoch's centroids fill the first K rows (official PPLR).
+    max_clusters: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The architecture's ``**options`` for ``build_model`` (only those it accepts)."""
@@ -197,6 +200,9 @@ class MethodConfig:
     triplet_margin: float = 0.0
     #: Weight of the triplet term (0 removes it).
     triplet_weight: float = 1.0
+    #: Features of the triplet (and camera) losses: ``bn`` = after the BNNeck, as the official
+    #: PPLR code does; ``pooled`` = before it, as METHODS.md reads PPLR Eq. 3.
+    triplet_features: Literal["bn", "pooled"] = "bn"
     #: Constant label smoothing ε of the global classifier where no refinement applies
     #: (baseline; pplr with use_pglr false). 0 = plain cross-entropy.
     global_epsilon: float = 0.0

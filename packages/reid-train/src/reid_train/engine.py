@@ -1,0 +1,646 @@
+"""The training engine: one loop for baseline, PPLR, PPLR+camera and DCLS, on Accelerate.
+
+An epoch (ARCHITECTURE.md, "One training epoch, as data flows"):
+
+1. every process extracts the global (and part) features of its shard of the training images;
+   the shards are gathered on every process;
+2. the main process clusters the global features (``reid_clustering.dbscan_pseudo_labels``) and,
+   for PPLR, computes the cross agreement (``reid_refine.cross_agreement``); both are broadcast;
+3. every process writes the L2-normalised cluster centroids into the first K rows of the
+   fixed-capacity classifiers (``ReIDModel.load_centroids``, the official PPLR scheme: the
+   parameters stay the same objects, so Adam's state and DDP stay valid) and, for PPLR+camera,
+   builds the camera proxies;
+4. ``iters`` P×K batches per process (outliers never sampled; different batches per process):
+   forward, the method's losses (``reid_refine``), the soft triplet, backward, step;
+5. every ``eval_every`` epochs, query/gallery features are extracted (sharded, gathered) and the
+   main process evaluates them (``reid_eval.evaluate_features``, optionally re-ranked);
+6. checkpoints: ``best/`` and ``last/`` via ``reid_backbones.save_checkpoint`` (``reid-eval``
+   reads them) and ``state/`` via ``Accelerator.save_state`` for ``--resume``, all written to a
+   temporary folder and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast, set_seed
+from tqdm.auto import tqdm
+
+from reid_backbones import ReIDModel, build_model, save_checkpoint
+from reid_clustering import (
+    NoClustersWarning,
+    cluster_statistics,
+    dbscan_pseudo_labels,
+    pseudo_label_quality,
+)
+from reid_eval import ImageRecord, ReIDDataset, evaluate_features, evaluate_rank, load_dataset
+from reid_eval.rerank import re_ranking_features
+from reid_refine import aals_loss, cross_agreement, dcls_loss, label_smoothing_loss, pglr_loss
+
+from .config import TrainConfig, config_to_dict, save_config
+from .data import build_extract_loader, build_train_loader
+from .losses import camera_proxies, camera_proxy_loss, soft_triplet_loss
+from .sampler import TooFewIdentitiesError
+
+__all__ = ["EpochSummary", "Trainer", "TrainingDivergedError", "train"]
+
+STATE_DIR, BEST_DIR, LAST_DIR = "state", "best", "last"
+METRICS_FILE, HISTORY_FILE, TRAINER_STATE = "metrics.jsonl", "history.jsonl", "trainer.json"
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class EpochSummary:
+    """What one epoch did (one line of ``history.jsonl``)."""
+
+    epoch: int
+    clusters: int = 0
+    outliers: int = 0
+    trained: bool = False
+    losses: dict[str, float] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    agreement: list[float] = field(default_factory=list)
+    lr: float = 0.0
+    note: str = ""
+    #: One checksum of the sampled dataset indices per process (processes see different batches).
+    batch_digests: list[int] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs a :class:`~reid_train.config.TrainConfig` to the end (see the module docstring).
+
+    Args:
+        config: the run; validated here.
+        output_dir: run folder (default ``config.runtime.output_dir``).
+        resume: continue from ``output_dir/state`` (model, optimizer, scheduler, epoch, best).
+        accelerator: an existing :class:`accelerate.Accelerator` (default: one built from the
+            config; on a machine without CUDA it runs on the CPU, with gloo for several ranks).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        output_dir: str | os.PathLike[str] | None = None,
+        *,
+        resume: bool = False,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        config.validate()
+        self.cfg = config
+        self.out = Path(output_dir or config.runtime.output_dir)
+        self.resume = resume
+        self.acc = accelerator or Accelerator(
+            mixed_precision=config.runtime.mixed_precision, cpu=not torch.cuda.is_available()
+        )
+        if config.runtime.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        set_seed(config.runtime.seed)
+        self.dataset: ReIDDataset = load_dataset(
+            config.data.dataset, config.data.data_root, **config.data.dataset_options
+        )
+        self.train_records: list[ImageRecord] = list(self.dataset.train)
+        capacity = config.model.max_clusters or (
+            len(self.train_records) // config.cluster.min_samples + 1
+        )
+        model = build_model(**config.model_kwargs(), num_classes=capacity)
+        if config.runtime.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = _build_optimizer(model, config)
+        self.scheduler = _build_scheduler(optimizer, config)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.acc.register_for_checkpointing(self.scheduler)
+        self.start_epoch, self.best_map, self.best_epoch = 0, -1.0, -1
+        self.trained_epochs = 0
+        if resume:
+            self._load_state()
+        elif self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.out / "config.yaml")
+            for name in (METRICS_FILE, HISTORY_FILE):
+                (self.out / name).unlink(missing_ok=True)
+        self.acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def net(self) -> ReIDModel:
+        """The model without its distributed wrapper."""
+        return self.acc.unwrap_model(self.model)
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from the start (or the resumed) epoch to ``optim.epochs``; return the metrics."""
+        cfg = self.cfg
+        evaluations: list[dict[str, Any]] = []
+        for epoch in range(self.start_epoch, cfg.optim.epochs):
+            summary = self.run_epoch(epoch)
+            last = epoch == cfg.optim.epochs - 1
+            if (epoch + 1) % cfg.runtime.eval_every == 0 or last:
+                start = time.perf_counter()
+                record = self.evaluate(epoch)
+                summary.times["eval"] = time.perf_counter() - start
+                evaluations.append(record)
+            self._log_epoch(summary)
+            if (epoch + 1) % cfg.runtime.save_every == 0 or last:
+                self._save(epoch)
+        if self.trained_epochs == 0 and cfg.optim.epochs > self.start_epoch:
+            self._warn(
+                "no epoch trained: every epoch was skipped (no clusters, or fewer clusters than "
+                "identities per batch), so the model is the initial one. Check cluster.eps / "
+                "cluster.min_samples and data.batch_size / data.num_instances; history.jsonl "
+                "has a note per epoch"
+            )
+        return evaluations
+
+    # ------------------------------------------------------------------ epoch
+    def run_epoch(self, epoch: int) -> EpochSummary:
+        """Extract, cluster, re-initialise the classifiers, train ``iters`` batches."""
+        cfg, summary = self.cfg, EpochSummary(epoch=epoch, lr=self.scheduler.get_last_lr()[0])
+        start = time.perf_counter()
+        feats, parts, valid = self._extract(self.train_records, parts=self._needs_parts)
+        summary.times["extract"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        labels, agreement = self._cluster(feats, parts, valid, summary)
+        summary.times["cluster"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        num_clusters = int(labels.max()) + 1 if labels.numel() else 0
+        batch_ids = cfg.data.batch_size // cfg.data.num_instances
+        if num_clusters == 0:
+            summary.note = "every sample is an outlier: epoch skipped"
+        elif num_clusters < batch_ids:
+            summary.note = (
+                f"{num_clusters} clusters < {batch_ids} identities per batch: epoch skipped"
+            )
+        else:
+            try:
+                self._train_epoch(epoch, labels, agreement, feats, parts, num_clusters, summary)
+                summary.trained = True
+                self.trained_epochs += 1
+            except TooFewIdentitiesError as e:
+                summary.note = f"epoch skipped: {e}"
+        if summary.note:
+            self._warn(f"epoch {epoch}: {summary.note}")
+        with warnings.catch_warnings():  # a skipped epoch steps the schedule without training
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        summary.times["train"] = time.perf_counter() - start
+        return summary
+
+    @property
+    def _needs_parts(self) -> bool:
+        return self.cfg.method.name in ("pplr", "pplr_cam") or (
+            self.cfg.method.name == "dcls" and self.net.num_parts > 0
+        )
+
+    def _cluster(
+        self,
+        feats: torch.Tensor,
+        parts: torch.Tensor | None,
+        valid: torch.Tensor,
+        summary: EpochSummary,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pseudo labels (main process, broadcast) and PPLR's cross agreement."""
+        cfg, n = self.cfg, feats.shape[0]
+        labels = torch.full((n,), -1, dtype=torch.int64)
+        use_agreement = cfg.method.name in ("pplr", "pplr_cam") and parts is not None
+        agreement = torch.zeros(n, self.net.num_parts) if use_agreement else None
+        if self.acc.is_main_process:
+            keep = valid.nonzero().flatten()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NoClustersWarning)  # reported as the epoch note
+                found = dbscan_pseudo_labels(
+                    feats[keep],
+                    cfg.cluster.eps,
+                    cfg.cluster.min_samples,
+                    cfg.cluster.k1,
+                    cfg.cluster.k2,
+                    sparse=cfg.cluster.sparse,
+                )
+            labels[keep] = torch.from_numpy(found)
+            if agreement is not None:
+                agreement = cross_agreement(feats, parts, k=cfg.method.agreement_k)
+        labels = self._broadcast(labels)
+        if agreement is not None:
+            agreement = self._broadcast(agreement)
+            clustered = labels >= 0
+            if bool(clustered.any()):
+                summary.agreement = agreement[clustered].mean(dim=0).tolist()
+        stats = cluster_statistics(labels)
+        summary.clusters, summary.outliers = stats.num_clusters, stats.num_outliers
+        truth = np.array([r.pid for r in self.train_records])
+        if self.acc.is_main_process and len(np.unique(truth)) > 1:
+            q = pseudo_label_quality(labels.numpy(), truth)
+            summary.quality = {
+                "nmi": q.nmi,
+                "ari": q.ari,
+                "pairwise_precision": q.pairwise_precision,
+                "pairwise_recall": q.pairwise_recall,
+                "pairwise_f1": q.pairwise_f1,
+                "true_identities": q.num_identities,
+            }
+        return labels, agreement
+
+    def _train_epoch(
+        self,
+        epoch: int,
+        labels: torch.Tensor,
+        agreement: torch.Tensor | None,
+        feats: torch.Tensor,
+        parts: torch.Tensor | None,
+        num_clusters: int,
+        summary: EpochSummary,
+    ) -> None:
+        cfg, device = self.cfg, self.acc.device
+        loader = build_train_loader(
+            self.train_records, labels.numpy(), cfg.data, iters=cfg.optim.iters,
+            seed=cfg.runtime.seed, epoch=epoch, num_replicas=self.acc.num_processes,
+            rank=self.acc.process_index, max_bad_images=cfg.runtime.max_bad_images,
+            device=device,
+        )  # fmt: skip
+        self._load_centroids(feats, parts, labels, num_clusters)
+        proxies = (
+            self._camera_proxies(feats, parts, labels) if cfg.method.name == "pplr_cam" else None
+        )
+        agreement = agreement.to(device) if agreement is not None else None
+        totals: dict[str, float] = defaultdict(float)
+        digest = 0
+        self.model.train()
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}",
+            disable=None if self.acc.is_main_process else True,
+            leave=False,
+        )
+        for step, batch in enumerate(bar):
+            images = batch["image"].to(device, non_blocking=True)
+            if cfg.runtime.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = batch["label"].to(device)
+            digest = (digest + int((batch["index"] * (step + 1)).sum())) % 1_000_000_007
+            with self.acc.autocast():
+                out = self.model(images)
+                terms = self._losses(out, targets, batch, epoch, num_clusters, agreement, proxies)
+            loss = sum(terms.values())
+            self._check_finite(loss, epoch, step, terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.acc.backward(loss)
+            if cfg.optim.grad_clip is not None:
+                self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self.optimizer.step()
+            for name, value in terms.items():
+                totals[name] += float(value.detach())
+            if (step + 1) % cfg.runtime.log_every == 0:
+                bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in totals.items()})
+        summary.losses = {k: v / cfg.optim.iters for k, v in totals.items()}
+        summary.batch_digests = self.acc.gather(torch.tensor([digest], device=device)).tolist()
+
+    def _losses(
+        self,
+        out: Any,
+        targets: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        epoch: int,
+        k: int,
+        agreement: torch.Tensor | None,
+        proxies: dict[str, Any] | None,
+    ) -> dict[str, torch.Tensor]:
+        """The method's loss terms (METHODS.md; ``MethodConfig`` lists the composition)."""
+        m = self.cfg.method
+        g_logits = out.global_logits[:, :k].float()
+        p_logits = None if out.part_logits is None else out.part_logits[:, :, :k].float()
+        embedding = out.global_bn_features if m.triplet_features == "bn" else out.global_features
+        terms: dict[str, torch.Tensor] = {}
+        if m.name == "dcls":
+            if p_logits is None:  # N_l = 0: the global branch alone
+                terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.epsilon)
+            else:
+                result = dcls_loss(
+                    g_logits, p_logits, out.global_bn_features.float(), out.part_features.float(),
+                    targets, m.w_l, m.w_g, m.metric, local_smoothing=m.local_smoothing,
+                    global_smoothing=m.global_smoothing, guidance=m.guidance, epsilon=m.epsilon,
+                )  # fmt: skip
+                terms["local_ce"], terms["global_ce"] = result.local_loss, result.global_loss
+        elif m.name == "baseline":
+            terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.global_epsilon)
+        else:  # pplr, pplr_cam
+            assert p_logits is not None and agreement is not None
+            ca = agreement[batch["index"].to(agreement.device)]
+            if m.use_pglr:
+                weights = torch.ones_like(ca) if m.pglr_uniform_weights else ca
+                terms["global_ce"] = pglr_loss(g_logits, p_logits, targets, weights, m.beta)
+            else:
+                terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.global_epsilon)
+            if m.use_aals and epoch >= m.aals_epoch:
+                terms["part_ce"] = aals_loss(p_logits, targets, ca)
+            else:
+                terms["part_ce"] = torch.stack(
+                    [
+                        label_smoothing_loss(p_logits[:, i], targets, m.part_epsilon)
+                        for i in range(p_logits.shape[1])
+                    ]
+                ).mean()
+        if m.triplet_weight > 0:
+            terms["triplet"] = m.triplet_weight * soft_triplet_loss(
+                embedding.float(), targets, m.triplet_margin
+            )
+        if proxies is not None:
+            cams = batch["camid"].to(targets.device)
+            cam = self._cam_loss(embedding.float(), targets, cams, proxies["global"])
+            if m.cam_on_parts and proxies["parts"]:
+                part_feats = (
+                    out.part_features if m.triplet_features == "bn" else out.part_pooled_features
+                ).float()
+                cam = (
+                    cam
+                    + torch.stack(
+                        [
+                            self._cam_loss(part_feats[:, i], targets, cams, p)
+                            for i, p in enumerate(proxies["parts"])
+                        ]
+                    ).mean()
+                )
+            terms["camera"] = m.lambda_cam * cam
+        return terms
+
+    def _cam_loss(self, feats, targets, cams, proxy):  # noqa: ANN001, ANN202
+        m = self.cfg.method
+        return camera_proxy_loss(
+            feats, targets, cams, *proxy, temperature=m.cam_temperature,
+            num_hard_negatives=m.num_hard_negatives,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ helpers
+    def _load_centroids(
+        self, feats: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor, k: int
+    ) -> None:
+        clustered = labels >= 0
+        idx, lab = clustered.nonzero().flatten(), labels[clustered]
+        counts = torch.bincount(lab, minlength=k).clamp(min=1).unsqueeze(1)
+        g = torch.zeros(k, feats.shape[1]).index_add_(0, lab, feats[idx]) / counts
+        p = None
+        if self.net.num_parts > 0:
+            assert parts is not None
+            flat = torch.zeros(k, parts.shape[1] * parts.shape[2])
+            flat.index_add_(0, lab, parts[idx].flatten(1))
+            p = (flat / counts).view(k, parts.shape[1], parts.shape[2])
+        if k > self.net.classifier.out_features:
+            raise RuntimeError(
+                f"{k} clusters exceed the classifier capacity ({self.net.classifier.out_features}"
+                " rows); set model.max_clusters higher"
+            )
+        self.net.load_centroids(g, p)
+
+    def _camera_proxies(
+        self, feats: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor
+    ) -> dict[str, Any]:
+        clustered = labels >= 0
+        cams = torch.tensor([r.camid for r in self.train_records])[clustered]
+        lab, device = labels[clustered], self.acc.device
+        to_dev = lambda t: tuple(x.to(device) for x in t)  # noqa: E731
+        out: dict[str, Any] = {"global": to_dev(camera_proxies(feats[clustered], lab, cams))}
+        out["parts"] = []
+        if parts is not None and self.cfg.method.cam_on_parts:
+            out["parts"] = [
+                to_dev(camera_proxies(parts[clustered][:, i], lab, cams))
+                for i in range(parts.shape[1])
+            ]
+        return out
+
+    def _check_finite(
+        self, loss: torch.Tensor, epoch: int, step: int, terms: dict[str, torch.Tensor]
+    ) -> None:
+        bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach())) else 1.0, device=loss.device)
+        if float(self.acc.reduce(bad, reduction="sum")) > 0:
+            shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            raise TrainingDivergedError(
+                f"the loss became NaN/inf at epoch {epoch}, iteration {step} ({shown}) on at "
+                "least one process; training stopped. The last checkpoint in "
+                f"'{self.out}' is kept. Try a lower optim.lr, optim.grad_clip, or "
+                "runtime.mixed_precision=no"
+            )
+
+    @torch.no_grad()
+    def _extract(
+        self, records: list[ImageRecord], parts: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """L2-normalised features of ``records`` (each process its shard, gathered on all).
+
+        Returns ``(global [N, D], parts [N, P, D] | None, valid [N] bool)`` on the CPU, float32;
+        unreadable images have ``valid = False`` (treated as outliers).
+        """
+        rank, world = self.acc.process_index, self.acc.num_processes
+        per_rank = math.ceil(len(records) / world)
+        shard = list(range(rank, len(records), world))
+        shard += [shard[-1]] * (per_rank - len(shard)) if shard else [0] * per_rank
+        loader = build_extract_loader(
+            [records[i] for i in shard], self.cfg.data,
+            max_bad_images=self.cfg.runtime.max_bad_images, device=self.acc.device,
+        )  # fmt: skip
+        net, was_training = self.net, self.net.training
+        net.eval()
+        g_out, p_out, v_out = [], [], []
+        for batch in tqdm(
+            loader, desc="extract", disable=None if self.acc.is_main_process else True, leave=False
+        ):
+            images = batch["image"].to(self.acc.device)
+            if self.cfg.runtime.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self.acc.autocast():
+                g, p = net.extract(images, parts=parts)
+            g_out.append(g.float())
+            p_out.append(p.float() if p is not None else None)
+            v_out.append(batch["valid"].to(self.acc.device))
+        net.train(was_training)
+        local_g = torch.cat(g_out)
+        local_v = torch.cat(v_out)
+        index = torch.tensor(shard, device=self.acc.device)
+        gathered_idx = self.acc.gather(index).cpu()
+        order = torch.empty(len(records), dtype=torch.int64)
+        order[gathered_idx] = torch.arange(gathered_idx.numel())  # duplicates: last one wins
+        g_all = self.acc.gather(local_g).cpu()[order]
+        v_all = self.acc.gather(local_v).cpu()[order].bool()
+        p_all = None
+        if parts and p_out and p_out[0] is not None:
+            p_all = self.acc.gather(torch.cat(p_out)).cpu()[order]
+        return g_all, p_all, v_all
+
+    def _broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.acc.num_processes == 1:
+            return tensor
+        return broadcast(tensor.to(self.acc.device), from_process=0).cpu()
+
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        """mAP/CMC/mINP on query vs gallery (main process computes, every process extracts)."""
+        records = list(self.dataset.query) + list(self.dataset.gallery)
+        feats, _, _ = self._extract(records)
+        nq = len(self.dataset.query)
+        record: dict[str, Any] = {"epoch": epoch}
+        if self.acc.is_main_process:
+            q_ids, g_ids = _ids(self.dataset.query), _ids(self.dataset.gallery)
+            result = evaluate_features(
+                feats[:nq], feats[nq:], q_ids[0], g_ids[0], q_ids[1], g_ids[1]
+            )
+            record.update(_metrics(result))
+            if self.cfg.runtime.rerank:
+                reranked = evaluate_rank(
+                    re_ranking_features(feats[:nq], feats[nq:]),
+                    q_ids[0],
+                    g_ids[0],
+                    q_ids[1],
+                    g_ids[1],
+                )
+                record["rerank"] = _metrics(reranked)
+            if record["mAP"] > self.best_map:
+                self.best_map, self.best_epoch = record["mAP"], epoch
+                self._save_model(BEST_DIR, epoch, record)
+            record["best_mAP"], record["best_epoch"] = self.best_map, self.best_epoch
+            with open(self.out / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            self._print(
+                f"epoch {epoch}: mAP {100 * record['mAP']:.1f}  Rank-1 {100 * record['rank1']:.1f}"
+                f"  (best mAP {100 * self.best_map:.1f} at epoch {self.best_epoch})"
+            )
+        self.best_map = float(self._broadcast(torch.tensor([self.best_map])).item())
+        self.best_epoch = int(self._broadcast(torch.tensor([self.best_epoch])).item())
+        self.acc.wait_for_everyone()
+        return record
+
+    # ------------------------------------------------------------------ state
+    def _save_model(self, name: str, epoch: int, metrics: dict[str, Any] | None = None) -> None:
+        extra = {"epoch": epoch, "metrics": metrics or {}, "train_config": config_to_dict(self.cfg)}
+        tmp = self.out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_checkpoint(self.net, tmp, extra=extra)
+        _replace_dir(tmp, self.out / name)
+
+    def _save(self, epoch: int) -> None:
+        """``last/`` (model) and ``state/`` (everything for --resume), atomically."""
+        tmp = self.out / f".{STATE_DIR}.tmp"
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        if self.acc.is_main_process:
+            state = {
+                "epoch": epoch, "best_mAP": self.best_map, "best_epoch": self.best_epoch,
+                "trained_epochs": self.trained_epochs,
+            }  # fmt: skip
+            (tmp / TRAINER_STATE).write_text(json.dumps(state) + "\n")
+            _replace_dir(tmp, self.out / STATE_DIR)
+            self._save_model(LAST_DIR, epoch)
+        self.acc.wait_for_everyone()
+
+    def _load_state(self) -> None:
+        state_dir = self.out / STATE_DIR
+        if not (state_dir / TRAINER_STATE).is_file():
+            raise FileNotFoundError(
+                f"--resume: '{state_dir}' holds no saved training state; start without --resume "
+                "or point --output-dir at the run to continue"
+            )
+        self.acc.load_state(str(state_dir))
+        state = json.loads((state_dir / TRAINER_STATE).read_text())
+        self.start_epoch = int(state["epoch"]) + 1
+        self.best_map, self.best_epoch = float(state["best_mAP"]), int(state["best_epoch"])
+        self.trained_epochs = int(state.get("trained_epochs", 0))
+        self._print(f"resumed from '{state_dir}' after epoch {state['epoch']}")
+
+    # ------------------------------------------------------------------ logging
+    def _log_epoch(self, summary: EpochSummary) -> None:
+        if not self.acc.is_main_process:
+            return
+        with open(self.out / HISTORY_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(summary.__dict__) + "\n")
+        losses = "  ".join(f"{k} {v:.3f}" for k, v in summary.losses.items()) or "no training"
+        times = " / ".join(f"{k} {v:.1f}s" for k, v in summary.times.items())
+        quality = (
+            f"  NMI {summary.quality['nmi']:.3f} ARI {summary.quality['ari']:.3f}"
+            if summary.quality
+            else ""
+        )
+        self._print(
+            f"epoch {summary.epoch}: {summary.clusters} clusters, {summary.outliers} outliers"
+            f"{quality} | {losses} | lr {summary.lr:.2e} | {times}"
+        )
+
+    def _print(self, text: str) -> None:
+        if self.acc.is_main_process:
+            tqdm.write(text)
+
+    def _warn(self, text: str) -> None:
+        if self.acc.is_main_process:
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def train(
+    config: TrainConfig,
+    output_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+) -> list[dict[str, Any]]:
+    """Run ``config`` (see :class:`Trainer`); return one metrics record per evaluation."""
+    return Trainer(config, output_dir, resume=resume).fit()
+
+
+def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.optimizer == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
+
+
+def _build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch schedule: linear warm-up, then ×gamma at each milestone."""
+    o = cfg.optim
+
+    def factor(epoch: int) -> float:
+        decay = o.gamma ** sum(epoch >= m for m in o.milestones)
+        if epoch < o.warmup_epochs:
+            alpha = epoch / o.warmup_epochs
+            return decay * (o.warmup_factor * (1 - alpha) + alpha)
+        return decay
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Put ``tmp`` in place of ``final`` (the old copy is removed only after the rename)."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _ids(records: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([r.pid for r in records]), np.array([r.camid for r in records])
+
+
+def _metrics(result: Any) -> dict[str, float]:
+    cmc = result.cmc
+    return {
+        "mAP": float(result.mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
+        "rank10": float(cmc[min(9, len(cmc) - 1)]), "mINP": float(result.mINP),
+    }  # fmt: skip

@@ -1,0 +1,150 @@
+"""The training engine on the tiny synthetic config (CPU): every method, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import reid_train.engine as engine_module
+from reid_backbones import load_checkpoint, load_safetensors
+from reid_train.cli import main
+from reid_train.config import load_config
+from reid_train.engine import Trainer, TrainingDivergedError
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "synthetic_tiny.yaml"
+
+
+def tiny(synthetic_root: Path, *overrides: str):  # noqa: ANN201
+    return load_config(TINY, [f"data.data_root={synthetic_root}", *overrides])
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["baseline", "pplr", "pplr_cam", "dcls"])
+def test_one_epoch_of_each_method(method: str, synthetic_root: Path, tmp_path: Path) -> None:
+    cfg = tiny(synthetic_root, f"method.name={method}", "optim.epochs=1")
+    records = Trainer(cfg, tmp_path).fit()
+    assert len(records) == 1 and records[0]["epoch"] == 0
+    assert 0.0 <= records[0]["mAP"] <= 1.0 and 0.0 <= records[0]["rank1"] <= 1.0
+    (epoch,) = _lines(tmp_path / "history.jsonl")
+    assert epoch["trained"], epoch["note"]
+    expected = {
+        "baseline": {"global_ce", "triplet"},
+        "pplr": {"global_ce", "part_ce", "triplet"},
+        "pplr_cam": {"global_ce", "part_ce", "triplet", "camera"},
+        "dcls": {"global_ce", "local_ce", "triplet"},
+    }[method]
+    assert set(epoch["losses"]) == expected
+    assert all(v == v for v in epoch["losses"].values())  # finite numbers, not NaN
+    assert set(epoch["times"]) == {"extract", "cluster", "train", "eval"}
+    assert 0.0 <= epoch["quality"]["nmi"] <= 1.0
+    metrics = _lines(tmp_path / "metrics.jsonl")
+    assert {"epoch", "mAP", "rank1"} <= set(metrics[0])
+    # reid-eval can read both checkpoints; the resolved config is in the run folder.
+    for name in ("best", "last"):
+        assert load_checkpoint(tmp_path / name).arch == cfg.model.arch
+    assert load_config(tmp_path / "config.yaml").method.name == method
+
+
+def test_resumed_run_equals_an_uninterrupted_one(synthetic_root: Path, tmp_path: Path) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    Trainer(tiny(synthetic_root, "optim.epochs=2"), whole).fit()
+    Trainer(tiny(synthetic_root, "optim.epochs=1"), split).fit()
+    Trainer(tiny(synthetic_root, "optim.epochs=2"), split, resume=True).fit()
+    a, _ = load_safetensors(whole / "last" / "model.safetensors")
+    b, _ = load_safetensors(split / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    assert _lines(whole / "metrics.jsonl") == _lines(split / "metrics.jsonl")
+
+
+def test_all_outliers_epoch_is_skipped_with_a_warning(synthetic_root: Path, tmp_path: Path) -> None:
+    cfg = tiny(synthetic_root, "cluster.eps=0.001", "cluster.min_samples=50", "optim.epochs=1")
+    with pytest.warns(RuntimeWarning, match="every sample is an outlier"):
+        Trainer(cfg, tmp_path).fit()
+    (epoch,) = _lines(tmp_path / "history.jsonl")
+    assert not epoch["trained"] and epoch["clusters"] == 0
+
+
+def test_too_few_clusters_for_the_batch_skips_the_epoch(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    cfg = tiny(synthetic_root, "data.batch_size=400", "data.num_instances=4", "optim.epochs=1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(cfg, tmp_path).fit()
+    messages = [str(w.message) for w in caught]
+    assert any("identities per batch: epoch skipped" in m for m in messages)
+    assert any("no epoch trained" in m for m in messages)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = Trainer(tiny(synthetic_root, "optim.epochs=2"), tmp_path)
+    real = engine_module.soft_triplet_loss
+
+    def nan_in_epoch_one(features, targets, margin=0.0):  # noqa: ANN001, ANN202
+        loss = real(features, targets, margin)
+        return loss * float("nan") if trainer_epoch[0] == 1 else loss
+
+    trainer_epoch = [0]
+    original_run = trainer.run_epoch
+
+    def run_epoch(epoch: int):  # noqa: ANN202
+        trainer_epoch[0] = epoch
+        return original_run(epoch)
+
+    monkeypatch.setattr(engine_module, "soft_triplet_loss", nan_in_epoch_one)
+    monkeypatch.setattr(trainer, "run_epoch", run_epoch)
+    with pytest.raises(TrainingDivergedError, match="NaN/inf at epoch 1"):
+        trainer.fit()
+    state = json.loads((tmp_path / "state" / "trainer.json").read_text())
+    assert state["epoch"] == 0
+    assert load_checkpoint(tmp_path / "last").arch == "pplr"
+
+
+def test_cli_unknown_key_and_missing_resume(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(["--config", str(TINY), f"data.data_root={synthetic_root}", "optim.lrr=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr" in err and "optim.lr" in err
+    code = main(["--config", str(TINY), "--output-dir", str(tmp_path / "none"), "--resume",
+                 f"data.data_root={synthetic_root}"])  # fmt: skip
+    assert code == 2
+    assert "no saved training state" in capsys.readouterr().err
+
+
+def test_two_cpu_processes_train_on_different_batches(synthetic_root: Path, tmp_path: Path) -> None:
+    """``accelerate launch --multi_gpu --num_processes 2`` on the CPU (gloo): two real ranks."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if launcher is None:
+        pytest.skip("the accelerate launcher is not installed next to this Python")
+    cmd = [
+        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "reid_train",
+        "--config", str(TINY), "--output-dir", str(tmp_path), f"data.data_root={synthetic_root}",
+        "optim.epochs=1",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (epoch,) = _lines(tmp_path / "history.jsonl")
+    assert epoch["trained"]
+    digests = epoch["batch_digests"]
+    assert len(digests) == 2 and digests[0] != digests[1]
+    assert _lines(tmp_path / "metrics.jsonl")[0]["epoch"] == 0
