@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 DEFAULT_SIZES = (2000, 12936, 32621, 100000)
+ORDER = ["plain", "dense", "sparse"]
+CACHE = HERE / "results" / "clustering_scale.json"
 
 
 def make_features(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +172,19 @@ def drive(args: argparse.Namespace) -> None:
             print(notes[-1], flush=True)
             if not same:
                 raise SystemExit(f"labels differ at N={n}")
+    if args.write:
+        # Rows are cached per (N, path) so that re-measuring one size keeps the others.
+        cache = json.loads(CACHE.read_text()) if CACHE.exists() else {"rows": [], "notes": {}}
+        measured = {(r["n"], r["impl"]) for r in rows}
+        kept = [r for r in cache["rows"] if (r["n"], r["impl"]) not in measured]
+        rows = sorted(kept + rows, key=lambda r: (r["n"], ORDER.index(r["impl"])))
+        notes_by_n = {
+            **cache["notes"],
+            **{str(n): note for n, note in zip(args.sizes, notes, strict=True)},
+        }
+        notes = [notes_by_n[k] for k in sorted(notes_by_n, key=int)]
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        CACHE.write_text(json.dumps({"rows": rows, "notes": notes_by_n}, indent=1) + "\n")
     body = _table(rows, notes, args)
     print(body)
     if args.write:

@@ -273,6 +273,8 @@ class RuntimeConfig:
     channels_last: bool = False
     #: Evaluate every N epochs (and after the last); 0 = after the last epoch only.
     eval_every: int = 5
+    #: Also evaluate the initial model (logged as epoch -1): the "before" of a run.
+    eval_before_training: bool = False
     #: Also report the k-reciprocal re-ranked metrics when evaluating.
     rerank: bool = False
     output_dir: str = "runs/pplr_market1501"

@@ -147,6 +147,8 @@ class Trainer:
         """Train from the start (or the resumed) epoch to ``optim.epochs``; return the metrics."""
         cfg = self.cfg
         evaluations: list[dict[str, Any]] = []
+        if cfg.runtime.eval_before_training and self.start_epoch == 0:
+            evaluations.append(self.evaluate(-1))
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             summary = self.run_epoch(epoch)
             last = epoch == cfg.optim.epochs - 1
