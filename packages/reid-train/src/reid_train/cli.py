@@ -61,7 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reid-train: {e}", file=sys.stderr)
         return 1
     if evaluations and "mAP" in evaluations[-1]:
-        last = evaluations[-1]
+        last, first = evaluations[-1], evaluations[0]
+        if first["epoch"] == -1 and last is not first:
+            print(
+                f"before training: mAP {100 * first['mAP']:.1f}, Rank-1 {100 * first['rank1']:.1f}"
+                f"  ->  after {last['epoch'] + 1} epochs: mAP {100 * last['mAP']:.1f}, "
+                f"Rank-1 {100 * last['rank1']:.1f}"
+            )
         print(
             f"done: final mAP {100 * last['mAP']:.1f}, Rank-1 {100 * last['rank1']:.1f}; best mAP "
             f"{100 * last['best_mAP']:.1f} (epoch {last['best_epoch']}); run folder "
