@@ -160,7 +160,7 @@ def drive(args: argparse.Namespace) -> None:
             for impl in impls:
                 out = Path(tmp) / f"{impl}_{n}.npy"
                 result = _subprocess(["--case", impl, "--n", str(n), "--labels", str(out)], args)
-                if impl == "sparse":
+                if impl == "sparse" and args.split:
                     split = _subprocess(["--case", "sparse-split", "--n", str(n)], args)
                     result.update(jaccard=split["jaccard"], dbscan=split["dbscan"])
                     result["nnz_per_row"] = split["nnz_per_row"]
@@ -235,9 +235,10 @@ def _table(rows: list[dict], notes: list[str], args: argparse.Namespace) -> str:
     ]
     for r in rows:
         speed = f"{base[r['n']] / r['total']:.1f}×" if r["n"] in base else "–"
+        sec = lambda v: "–" if v is None or v != v else f"{v:.1f}"  # noqa: E731 (NaN: not split)
         lines.append(
-            f"| {r['n']:,} | {r['impl']} | {r['knn']:.1f} | {r['jaccard']:.1f} | "
-            f"{r['dbscan']:.1f} | {r['total']:.1f} | {speed} | {r['peak_rss_gib']:.2f} | "
+            f"| {r['n']:,} | {r['impl']} | {sec(r['knn'])} | {sec(r.get('jaccard'))} | "
+            f"{sec(r.get('dbscan'))} | {r['total']:.1f} | {speed} | {r['peak_rss_gib']:.2f} | "
             f"{r['features_rss_gib']:.2f} | {r['clusters']:,} | {r['outliers']:,} |"
         )
     lines += ["", *[f"- {note}" for note in notes]]
@@ -262,6 +263,12 @@ def main() -> None:
     parser.add_argument("--case", choices=["plain", "dense", "sparse", "sparse-split"])
     parser.add_argument("--n", type=int)
     parser.add_argument("--labels", type=Path)
+    parser.add_argument(
+        "--no-split",
+        dest="split",
+        action="store_false",
+        help="skip the second sparse run that splits Jaccard / DBSCAN time",
+    )
     args = parser.parse_args()
     if args.case == "sparse-split":
         print(json.dumps(sparse_breakdown(args.n, args)))

@@ -41,6 +41,9 @@ def as_feature_tensor(features: object, name: str = "features") -> torch.Tensor:
         )
     if tensor.shape[0] == 0 or tensor.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)})")
+    # NaN/inf in a row make its sum non-finite: one cheap pass, the full check only then.
+    if bool(torch.isfinite(tensor.sum(dim=1)).all()):
+        return tensor
     finite = torch.isfinite(tensor).all(dim=1)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten()

@@ -213,14 +213,15 @@ def _topk_stable(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     ``topk`` alone picks an arbitrary subset of the values tied with the k-th largest; rows
     where such a tie crosses the cut (rare with real features) are redone with a stable sort.
     """
-    values, indices = block.topk(k, dim=1, largest=True, sorted=True)
+    extra = min(k + 1, block.shape[1])  # one more: a tie crosses the cut iff it equals the k-th
+    values, indices = block.topk(extra, dim=1, largest=True, sorted=True)
+    crossing = (values[:, k - 1] == values[:, k]) if extra > k else None
+    values, indices = values[:, :k], indices[:, :k]
     by_index = indices.argsort(dim=1)
     values, indices = values.gather(1, by_index), indices.gather(1, by_index)
     order = values.sort(dim=1, descending=True, stable=True).indices
     values, indices = values.gather(1, order), indices.gather(1, order)
-    kth = values[:, -1:]
-    crossing = (block == kth).sum(dim=1) > (values == kth).sum(dim=1)
-    if bool(crossing.any()):
+    if crossing is not None and bool(crossing.any()):
         rows = crossing.nonzero().flatten()
         redo = block[rows].sort(dim=1, descending=True, stable=True)
         values[rows], indices[rows] = redo.values[:, :k], redo.indices[:, :k]
