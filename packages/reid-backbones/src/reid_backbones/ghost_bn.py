@@ -76,10 +76,15 @@ def _ghost_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torc
 
 
 class _GhostMixin:
+    """``__init__`` and ``forward`` shared by the ghost BatchNorms (put before the torch base)."""
+
     groups: int
     running_stats: str
 
-    def _init_ghost(self, groups: int, running_stats: str) -> None:
+    def __init__(
+        self, num_features: int, groups: int = 1, running_stats: str = "mean", **kwargs: object
+    ) -> None:
+        super().__init__(num_features, **kwargs)  # type: ignore[call-arg]
         _check(groups, running_stats)
         self.groups = groups
         self.running_stats = running_stats
@@ -87,35 +92,18 @@ class _GhostMixin:
     def extra_repr(self) -> str:
         return super().extra_repr() + f", groups={self.groups}, running_stats={self.running_stats}"  # type: ignore[misc]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.groups > 1:  # type: ignore[attr-defined]
+            return _ghost_forward(self, x)  # type: ignore[arg-type]
+        return super().forward(x)  # type: ignore[misc]
+
 
 class GhostBatchNorm1d(_GhostMixin, nn.BatchNorm1d):
     """:class:`torch.nn.BatchNorm1d` that normalises over ``batch / groups`` samples in training."""
 
-    def __init__(
-        self, num_features: int, groups: int = 1, running_stats: str = "mean", **kwargs: object
-    ) -> None:
-        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
-        self._init_ghost(groups, running_stats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.groups > 1:
-            return _ghost_forward(self, x)
-        return super().forward(x)
-
 
 class GhostBatchNorm2d(_GhostMixin, nn.BatchNorm2d):
     """:class:`torch.nn.BatchNorm2d` that normalises over ``batch / groups`` samples in training."""
-
-    def __init__(
-        self, num_features: int, groups: int = 1, running_stats: str = "mean", **kwargs: object
-    ) -> None:
-        super().__init__(num_features, **kwargs)  # type: ignore[arg-type]
-        self._init_ghost(groups, running_stats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.groups > 1:
-            return _ghost_forward(self, x)
-        return super().forward(x)
 
 
 def _check(groups: int, running_stats: str) -> None:
