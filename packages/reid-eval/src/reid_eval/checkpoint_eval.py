@@ -14,7 +14,7 @@ from reid_backbones import load_checkpoint, read_checkpoint_config
 from .datasets.base import ReIDDataset
 from .distance import pairwise_distance
 from .features import IMAGENET_MEAN, IMAGENET_STD, extract_features
-from .metrics import RankResult, evaluate_rank
+from .metrics import RankResult, evaluate_records
 from .rerank import re_ranking_features
 
 __all__ = ["CheckpointEvaluation", "evaluate_checkpoint"]
@@ -86,20 +86,11 @@ def evaluate_checkpoint(
     gf = extract_features(
         model, dataset.gallery, progress="gallery" if progress else None, **common
     )
-    q_pids, q_cams = _ids(dataset.query)
-    g_pids, g_cams = _ids(dataset.gallery)
-    dist = pairwise_distance(qf, gf, metric="euclidean").cpu().numpy()
-    results = {"plain": evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams)}
-    distances = {"plain": dist}
+    distances = {"plain": pairwise_distance(qf, gf, metric="euclidean").cpu().numpy()}
     if rerank:
-        reranked = re_ranking_features(qf, gf, k1=k1, k2=k2, lambda_value=lambda_value)
-        results["rerank"] = evaluate_rank(reranked, q_pids, g_pids, q_cams, g_cams)
-        distances["rerank"] = reranked
+        distances["rerank"] = re_ranking_features(qf, gf, k1=k1, k2=k2, lambda_value=lambda_value)
+    results = {
+        key: evaluate_records(dist, dataset.query, dataset.gallery)
+        for key, dist in distances.items()
+    }
     return CheckpointEvaluation(results, qf, gf, distances, config)
-
-
-def _ids(records) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
-    return (
-        np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records)),
-        np.fromiter((r.camid for r in records), dtype=np.int64, count=len(records)),
-    )

@@ -44,6 +44,8 @@ from reid_clustering import (
 )
 from reid_clustering.jaccard import half_width
 
+from .distance import _as_feature_tensor
+
 __all__ = ["iter_re_ranking_features", "re_ranking", "re_ranking_features"]
 
 
@@ -94,7 +96,9 @@ def re_ranking(
     def pair_distance(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return original[rows, cols]
 
-    jaccard = _reranked_jaccard(ranked, pair_distance, k1, k2, torch.arange(num_q))
+    encoding = _encoding(ranked, pair_distance, k1, k2)
+    rows = torch.arange(num_q, device=ranked.device)
+    jaccard = jaccard_from_encoding(encoding, rows, dense=True, clip=False)
     final = jaccard[:, num_q:] * (1 - lambda_value) + original[:num_q, num_q:] * lambda_value
     return final.cpu().numpy()
 
@@ -182,11 +186,6 @@ def _encoding(ranked: torch.Tensor, pair_distance, k1: int, k2: int):  # noqa: A
     return encoding
 
 
-def _reranked_jaccard(ranked, pair_distance, k1, k2, rows):  # noqa: ANN001, ANN202
-    encoding = _encoding(ranked, pair_distance, k1, k2)
-    return jaccard_from_encoding(encoding, rows.to(ranked.device), dense=True, clip=False)
-
-
 def _check_parameters(k1: int, k2: int, lambda_value: float, n: int) -> tuple[int, int, float]:
     for name, value in (("k1", k1), ("k2", k2)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -228,8 +227,7 @@ def _as_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     tensors = []
     for value, name in ((query, "query_features"), (gallery, "gallery_features")):
-        t = torch.from_numpy(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
-        t = t.detach()
+        t = _as_feature_tensor(value, name).detach()
         if t.dim() != 2 or t.shape[0] == 0:
             raise ValueError(f"{name} must be a non-empty [N, D] array, got {tuple(t.shape)}")
         t = t.to(torch.float32)

@@ -45,7 +45,13 @@ from reid_clustering import (
     dbscan_pseudo_labels,
     pseudo_label_quality,
 )
-from reid_eval import ImageRecord, ReIDDataset, evaluate_features, evaluate_rank, load_dataset
+from reid_eval import (
+    ImageRecord,
+    ReIDDataset,
+    evaluate_features,
+    evaluate_records,
+    load_dataset,
+)
 from reid_eval.rerank import re_ranking_features
 from reid_refine import aals_loss, cross_agreement, dcls_loss, label_smoothing_loss, pglr_loss
 
@@ -501,12 +507,10 @@ class Trainer:
             )
             record.update(_metrics(result))
             if self.cfg.runtime.rerank:
-                reranked = evaluate_rank(
+                reranked = evaluate_records(
                     re_ranking_features(feats[:nq], feats[nq:]),
-                    q_ids[0],
-                    g_ids[0],
-                    q_ids[1],
-                    g_ids[1],
+                    self.dataset.query,
+                    self.dataset.gallery,
                 )
                 record["rerank"] = _metrics(reranked)
             if record["mAP"] > self.best_map:
@@ -640,9 +644,6 @@ def _ids(records: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([r.pid for r in records]), np.array([r.camid for r in records])
 
 
-def _metrics(result: Any) -> dict[str, float]:
-    cmc = result.cmc
-    return {
-        "mAP": float(result.mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
-        "rank10": float(cmc[min(9, len(cmc) - 1)]), "mINP": float(result.mINP),
-    }  # fmt: skip
+def _metrics(result: Any) -> dict[str, Any]:
+    """``RankResult.to_dict()`` without the per-rank CMC list (one short line per evaluation)."""
+    return {k: v for k, v in result.to_dict().items() if k != "cmc"}
