@@ -67,8 +67,12 @@ def test_resumed_run_equals_an_uninterrupted_one(synthetic_root: Path, tmp_path:
 
 def test_all_outliers_epoch_is_skipped_with_a_warning(synthetic_root: Path, tmp_path: Path) -> None:
     cfg = tiny(synthetic_root, "cluster.eps=0.001", "cluster.min_samples=50", "optim.epochs=1")
-    with pytest.warns(RuntimeWarning, match="every sample is an outlier"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         Trainer(cfg, tmp_path).fit()
+    messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert any("every sample is an outlier" in m for m in messages)
+    assert any("no epoch trained" in m for m in messages)
     (epoch,) = _lines(tmp_path / "history.jsonl")
     assert not epoch["trained"] and epoch["clusters"] == 0
 
@@ -148,3 +152,28 @@ def test_two_cpu_processes_train_on_different_batches(synthetic_root: Path, tmp_
     digests = epoch["batch_digests"]
     assert len(digests) == 2 and digests[0] != digests[1]
     assert _lines(tmp_path / "metrics.jsonl")[0]["epoch"] == 0
+
+
+def test_learning_rate_schedule_known_values() -> None:
+    """Linear warm-up from warmup_factor, then x gamma at each milestone (per epoch)."""
+    from reid_train.config import config_from_dict
+    from reid_train.engine import _build_scheduler
+
+    cfg = config_from_dict(
+        {
+            "method": {"name": "baseline"},
+            "optim": {
+                "lr": 1.0, "milestones": [3, 5], "gamma": 0.1, "warmup_epochs": 2,
+                "warmup_factor": 0.2, "epochs": 6,
+            },
+        }
+    )  # fmt: skip
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = _build_scheduler(optimizer, cfg)
+    seen = []
+    for _ in range(6):
+        seen.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    # epoch 0: 0.2; epoch 1: halfway from 0.2 to 1 = 0.6; 2: 1; 3-4: 0.1; 5: 0.01
+    assert seen == pytest.approx([0.2, 0.6, 1.0, 0.1, 0.1, 0.01])
