@@ -291,6 +291,7 @@ def jaccard_from_encoding(
     dense: bool = True,
     max_distance: float | None = None,
     clip: bool = True,
+    transposed: RowSparse | None = None,
 ) -> torch.Tensor | RowSparse:
     """Jaccard distance between k-reciprocal encodings (paper Eq. 11–12, reference form).
 
@@ -307,6 +308,8 @@ def jaccard_from_encoding(
         max_distance: sparse output only: drop pairs with a larger distance (a radius graph).
         clip: clip the tiny negative values that float rounding gives near-identical rows to 0,
             as SpCL/PPLR's Jaccard distance does (Zhong's re-ranking does not clip).
+        transposed: ``encoding.transpose()``, when calling this repeatedly for blocks of rows of
+            one encoding (it costs a sort of all non-zeros).
 
     Returns:
         Dense tensor or :class:`RowSparse`, on the encoding's device. Both come from the same
@@ -316,14 +319,14 @@ def jaccard_from_encoding(
     device = encoding.device
     if rows is None:
         rows = torch.arange(n, device=device)
-    columns = encoding.transpose()  # column t -> the rows holding t
-    col_counts = columns.row_counts()
-    entry_rows = encoding.row_ids()
-    work_per_entry = col_counts[encoding.indices]
-    work_per_row = torch.zeros(n, dtype=torch.int64, device=device).index_add_(
-        0, entry_rows, work_per_entry
+    columns = encoding.transpose() if transposed is None else transposed  # t -> rows holding t
+    # Triples visited per requested row: sum over its entries t of the rows holding t.
+    lengths = encoding.row_counts()[rows]
+    entries, entry_row = _expand_segments(encoding.indptr[rows], lengths)
+    work = torch.zeros(rows.numel(), dtype=torch.int64, device=device).index_add_(
+        0, entry_row, columns.row_counts()[encoding.indices[entries]]
     )
-    blocks = _row_blocks(work_per_row[rows].cpu(), n)
+    blocks = _row_blocks(work.cpu(), n)
     out_dense = torch.empty(rows.numel(), n, dtype=torch.float32, device=device) if dense else None
     sparse_rows, sparse_cols, sparse_vals = [], [], []
     widest = max((stop - start for start, stop in blocks), default=0)

@@ -171,10 +171,13 @@ def iter_re_ranking_features(
         return diff.pow(2) / normaliser[rows]
 
     encoding = _encoding(ranked, pair_distance, k1, k2)
+    transposed = encoding.transpose()  # shared by every block of queries
     gallery_cols = torch.arange(num_q, n, device=x.device)
     for start in range(0, num_q, chunk_size):
         rows = torch.arange(start, min(num_q, start + chunk_size), device=x.device)
-        jaccard = jaccard_from_encoding(encoding, rows, dense=True, clip=False)[:, num_q:]
+        jaccard = jaccard_from_encoding(
+            encoding, rows, dense=True, clip=False, transposed=transposed
+        )[:, num_q:]
         original = squared_input(rows, gallery_cols) / normaliser[rows, None]
         yield start, start + rows.numel(), jaccard * (1 - lambda_value) + original * lambda_value
 
