@@ -6,6 +6,8 @@ environment that borrows that torch through a ``.pth`` file (torch is the only m
 download, and the local siblings it depends on are installed from packages/). For every package
 the script records what pip installed, fails when a forbidden distribution came along, imports
 the package in a fresh interpreter and fails when a sibling it must not depend on was imported.
+matplotlib is a dependency of reid-train only; reid-eval offers it as the ``[plot]`` extra, so a
+plain reid-eval install must not bring it.
 
 Usage: python .ci/check_installs.py WORK_DIR   (run from the repository root)
 """
@@ -47,7 +49,7 @@ PLAN = {
         ["reid-backbones", "reid-clustering"],
         "reid_eval",
         {"reid_eval", "reid_backbones", "reid_clustering"},
-        {"accelerate"},
+        {"accelerate", "matplotlib"},
     ),
     "reid-train": (
         ["reid-backbones", "reid-clustering", "reid-eval", "reid-refine"],

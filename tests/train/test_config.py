@@ -197,6 +197,8 @@ def test_file_type_errors_and_bad_yaml(tmp_path: Path) -> None:
         (["optim.milestones=[30, 10]"], ["increasing"]),
         (["model.bn_groups=3"], ["bn_groups"]),
         (["data.dataset=duke_ish"], ["data.dataset"]),
+        (["model.attention=cbma"], ["model.attention 'cbma' is unknown", "cbam"]),
+        (["cluster.labels=truth"], ["cluster.labels"]),
     ],
 )
 def test_validation_errors(overrides: list[str], words: list[str]) -> None:
@@ -234,3 +236,9 @@ def test_model_kwargs_build_the_model(method: str) -> None:
     cfg = load_config(TINY, [f"method.name={method}"])
     model = build_model(**cfg.model_kwargs(), num_classes=5)
     assert model.num_parts == {"baseline": 0, "pplr": 3, "dcls": 3}[method]
+
+
+def test_mixed_precision_defaults_to_the_launcher() -> None:
+    """null: Accelerate's own setting (accelerate launch --mixed_precision) applies."""
+    assert TrainConfig().runtime.mixed_precision is None
+    assert load_config(TINY, ["runtime.mixed_precision=bf16"]).runtime.mixed_precision == "bf16"

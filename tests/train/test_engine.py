@@ -13,7 +13,7 @@ import reid_train.engine as engine_module
 from reid_backbones import load_checkpoint, load_safetensors
 from reid_train.cli import main
 from reid_train.config import load_config
-from reid_train.engine import Trainer, TrainingDivergedError
+from reid_train.engine import Trainer, TrainingDivergedError, camera_debiased
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -47,6 +47,19 @@ def test_one_epoch_of_each_method(method: str, synthetic_root: Path, tmp_path: P
     assert 0.0 <= epoch["quality"]["nmi"] <= 1.0
     metrics = _lines(tmp_path / "metrics.jsonl")
     assert {"epoch", "mAP", "rank1"} <= set(metrics[0])
+    # The pseudo-label quality of the epoch is in its evaluation line too (issue: plots).
+    labels = metrics[0]["pseudo_labels"]
+    assert labels["clusters"] == epoch["clusters"] and labels["nmi"] == epoch["quality"]["nmi"]
+    if method in ("pplr", "pplr_cam"):
+        assert len(epoch["agreement"]) == cfg.model.num_parts and labels["agreement"]
+        assert all(0.0 <= a <= 1.0 for a in epoch["agreement"]) and not epoch["beta"]
+    if method == "dcls":  # mean beta per region (Eq. 4-5), in (0, 1]
+        assert len(epoch["beta"]) == cfg.model.num_regions and labels["beta"] == epoch["beta"]
+        assert all(0.0 < b <= 1.0 for b in epoch["beta"]) and not epoch["agreement"]
+    # The run leaves its plots (one PNG per concern).
+    plots = {p.name for p in (tmp_path / "plots").glob("*.png")}
+    assert {"metrics.png", "clusters.png", "quality.png", "losses.png", "times.png"} <= plots
+    assert ("refinement.png" in plots) == (method != "baseline")
     # reid-eval can read both checkpoints; the resolved config is in the run folder.
     for name in ("best", "last"):
         assert load_checkpoint(tmp_path / name).arch == cfg.model.arch
@@ -177,3 +190,40 @@ def test_learning_rate_schedule_known_values() -> None:
         scheduler.step()
     # epoch 0: 0.2; epoch 1: halfway from 0.2 to 1 = 0.6; 2: 1; 3-4: 0.1; 5: 0.01
     assert seen == pytest.approx([0.2, 0.6, 1.0, 0.1, 0.1, 0.01])
+
+
+def test_camera_debiased_known_answer() -> None:
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0], [0.6, 0.8]])
+    cams = torch.tensor([5, 5, 2, 7])  # camera 7 has one image: it keeps its feature
+    # camera 5: mean (0.5, 0.5) -> (0.5, -0.5), (-0.5, 0.5) -> unit; camera 2 likewise alone
+    expected = torch.tensor(
+        [[0.5**0.5, -(0.5**0.5)], [-(0.5**0.5), 0.5**0.5], [0.6, 0.8], [0.6, 0.8]]
+    )
+    torch.testing.assert_close(camera_debiased(feats, cams), expected)
+
+
+def test_supervised_pretraining_then_init_from_its_checkpoint(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """cluster.labels=ground_truth trains on the true identities; model.pretrained then takes
+    that run's checkpoint folder (its backbone), the source-pretraining workflow."""
+    source = tmp_path / "source"
+    Trainer(tiny(synthetic_root, "method.name=baseline", "optim.epochs=1",
+                 "cluster.labels=ground_truth"), source).fit()  # fmt: skip
+    (epoch,) = _lines(source / "history.jsonl")
+    assert epoch["quality"]["ari"] == 1.0 and epoch["outliers"] == 0
+    assert epoch["clusters"] == epoch["quality"]["true_identities"]
+    target = Trainer(
+        tiny(synthetic_root, f"model.pretrained={source / 'last'}", "runtime.tensorboard=false"),
+        tmp_path / "target",
+    )
+    saved = load_safetensors(source / "last" / "model.safetensors")[0]
+    for key, value in target.net.backbone.state_dict().items():
+        torch.testing.assert_close(value, saved[f"backbone.{key}"])
+
+
+def test_tensorboard_events_when_asked(synthetic_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the dev environment installs tensorboard")
+    cfg = tiny(synthetic_root, "optim.epochs=1", "runtime.tensorboard=true", "runtime.plots=false")
+    Trainer(cfg, tmp_path).fit()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -185,11 +185,25 @@ def load_pretrained(module: nn.Module, path: str | os.PathLike[str]) -> None:
 
     The file is a ``torch.save`` file (read with ``weights_only=True``) or a ``.safetensors``
     file. It may hold the state dict itself or wrap it under ``"state_dict"`` / ``"model"``
-    (keys may carry DataParallel's ``module.`` prefix). Checked by
+    (keys may carry DataParallel's ``module.`` prefix). A re-ID checkpoint (the folder
+    :func:`~reid_backbones.save_checkpoint` writes, or its ``model.safetensors``) also works: its
+    ``backbone.*`` weights initialise the backbone, e.g. a model trained on a labelled source
+    dataset before unsupervised training on the target. Checked by
     :func:`load_state_dict_checked`: a mismatch raises :class:`PretrainedWeightsError`.
     """
     path = Path(path).expanduser()
-    load_state_dict_checked(module, _read_state_dict(path), f"'{path}'")
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"  # a re-ID checkpoint folder (save_checkpoint)
+    state = _read_state_dict(path)
+    own = module.state_dict()
+    if not any(k.startswith("backbone.") for k in own) and any(
+        k.startswith("backbone.") for k in state
+    ):
+        # A whole re-ID model (e.g. a source-domain checkpoint): its backbone initialises ours.
+        state = {
+            k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+        }
+    load_state_dict_checked(module, state, f"'{path}'")
 
 
 def imagenet_weights_url(name: str) -> str:

@@ -4,7 +4,7 @@ Evaluate a checkpoint (``evaluate`` is the default sub-command, so it may be lef
 
     reid-eval --checkpoint DIR --dataset market1501 --data-root PATH [--rerank] [--flip]
               [--batch-size 64] [--device cuda] [--output metrics.json]
-              [--visualize N --visualize-dir DIR]
+              [--visualize N --visualize-dir DIR] [--tsne N_IDS --tsne-out PATH]
 
 Other sub-commands::
 
@@ -22,12 +22,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .datasets import SyntheticConfig, dataset_names, load_dataset, make_synthetic_dataset
-from .datasets.base import DatasetError
+from .datasets.base import DatasetError, ReIDDataset
 from .features import ImageReadError
 from .metrics import RankResult
+
+if TYPE_CHECKING:
+    from .checkpoint_eval import CheckpointEvaluation
 
 __all__ = ["format_metrics", "main"]
 
@@ -144,6 +148,16 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint_eval import evaluate_checkpoint
 
+    if args.tsne:
+        from .tsne import check_tsne_dependencies
+
+        if args.tsne < 1:
+            raise ValueError(f"--tsne needs a positive number of identities, got {args.tsne}")
+        try:
+            check_tsne_dependencies()  # before the extraction: a missing package is named at once
+        except ImportError as e:
+            print(f"reid-eval: error: {e}", file=sys.stderr)
+            return 2
     dataset = load_dataset(args.dataset, args.data_root)
     dataset.summary()
     start = time.perf_counter()
@@ -185,7 +199,38 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             title=f"{args.checkpoint} on {dataset.name} ({key})",
         )
         print(f"ranked lists written to '{index}'")
+    if args.tsne:
+        _write_tsne(args, dataset, evaluation)
     return 0
+
+
+def _write_tsne(
+    args: argparse.Namespace, dataset: ReIDDataset, evaluation: CheckpointEvaluation
+) -> None:
+    """The t-SNE figure of ``--tsne N_IDS`` from the features the evaluation extracted."""
+    import numpy as np
+    import torch
+
+    from .tsne import write_tsne
+
+    out = args.tsne_out or (Path(args.output).parent / "tsne.png" if args.output else "tsne.png")
+    records = list(dataset.query) + list(dataset.gallery)
+    nq = len(dataset.query)
+    result = write_tsne(
+        torch.cat([evaluation.query_features, evaluation.gallery_features]),
+        [r.pid for r in records],
+        [r.camid for r in records],
+        np.arange(len(records)) < nq,
+        out,
+        n_ids=args.tsne,
+        seed=args.tsne_seed,
+        paths=[str(r.path) for r in records],
+        title=f"{args.checkpoint} on {dataset.name}",
+    )
+    print(
+        f"t-SNE of {len(result.identities)} identities ({len(result.indices)} images) written to "
+        f"'{result.png}', coordinates to '{result.table}'"
+    )
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -261,6 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the ranked lists of N random queries",
     )
     p.add_argument("--visualize-dir", help="where to put them (default: next to --output)")
+    p.add_argument(
+        "--tsne",
+        type=int,
+        default=0,
+        metavar="N_IDS",
+        help="draw a t-SNE of the query and gallery features of N_IDS random identities that "
+        'have both (needs matplotlib: pip install "reid-eval[plot]"); fewer are drawn, with a '
+        "warning, when fewer exist",
+    )
+    p.add_argument(
+        "--tsne-out",
+        metavar="PATH",
+        help="the t-SNE PNG; its coordinates go to the same name with .csv (default: tsne.png "
+        "next to --output, else in the current folder)",
+    )
+    p.add_argument("--tsne-seed", type=int, default=0, help="seed of the identity draw and t-SNE")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
     return parser

@@ -3,9 +3,12 @@
 ::
 
     reid-train --config configs/pplr_market1501.yaml [--output-dir DIR] [--resume] [key=value ...]
+    reid-train plot RUN_DIR [--out DIR] [--dpi 120]
 
-``key=value`` overrides use dotted keys (``optim.lr=1e-4 method.use_aals=false``); unknown keys
-are an error that names the key. The resolved config is saved as ``config.yaml`` in the run folder.
+``key=value`` overrides use dotted keys (``optim.lr=1e-4 method.use_aals=false``) and may come
+before or after the options; unknown keys are an error that names the key. The resolved config is
+saved as ``config.yaml`` in the run folder. ``plot`` draws the figures of a run folder
+(:func:`reid_train.plots.plot_run`) into ``RUN_DIR/plots`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ from collections.abc import Sequence
 
 from . import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "build_plot_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of a training run (``reid-train --config FILE ...``)."""
     parser = argparse.ArgumentParser(
         prog="reid-train",
-        description="Unsupervised re-ID training (baseline, PPLR, PPLR+camera, DCLS).",
+        usage="%(prog)s [-h] [--version] --config CONFIG [--output-dir OUTPUT_DIR] [--resume] "
+        "[key=value ...]\n       %(prog)s plot RUN_DIR [--out DIR] [--dpi DPI]",
+        description="Unsupervised re-ID training (baseline, PPLR, PPLR+camera, DCLS). "
+        "'reid-train plot RUN_DIR' draws the figures of a run (see 'reid-train plot -h').",
         epilog="Multi-GPU / multi-process: accelerate launch [--multi_gpu --num_processes N] "
         "-m reid_train --config FILE ...",
     )
@@ -38,9 +45,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_plot_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``reid-train plot``."""
+    from .plots import FIGURES, PLOTS_DIR
+
+    parser = argparse.ArgumentParser(
+        prog="reid-train plot",
+        description="Draw the figures of a training run from its history.jsonl and "
+        f"metrics.jsonl: {', '.join(FIGURES)} (each only when the run has its data).",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by reid-train")
+    parser.add_argument(
+        "--out", metavar="DIR", help=f"where the PNGs go (default RUN_DIR/{PLOTS_DIR})"
+    )
+    parser.add_argument("--dpi", type=int, default=120, help="resolution (default 120)")
+    return parser
+
+
+def _plot(argv: Sequence[str]) -> int:
+    parser = build_plot_parser()
+    args = parser.parse_args(argv)
+    if args.dpi < 10:
+        parser.error(f"--dpi must be at least 10, got {args.dpi}")
+    from .plots import plot_run
+
+    try:
+        written = plot_run(args.run_dir, args.out, dpi=args.dpi)
+    except (OSError, ImportError) as e:  # no run folder / history.jsonl, no matplotlib
+        print(f"reid-train plot: error: {e}", file=sys.stderr)
+        return 2
+    if not written:
+        print(f"reid-train plot: error: '{args.run_dir}' has nothing to plot yet", file=sys.stderr)
+        return 2
+    names = ", ".join(p.name for p in written)
+    print(f"{len(written)} figure(s) written to '{written[0].parent}': {names}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, 1 for a diverged run)."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "plot":
+        return _plot(argv[1:])
+    # intermixed: 'key=value' overrides may also follow --output-dir / --resume
+    args = build_parser().parse_intermixed_args(argv)
     from reid_backbones import PretrainedWeightsError
     from reid_eval import DatasetError, ImageReadError
 

@@ -5,7 +5,8 @@ defaults (PPLR, Market-1501, without the camera loss, unless stated)::
 
     data     dataset, images, P×K batch, augmentation, loader workers
     model    architecture (baseline | pplr | dcls), backbone, pretrained weights, model options
-    cluster  DBSCAN on the k-reciprocal Jaccard distance (eps, min_samples, k1, k2, sparse)
+    cluster  DBSCAN on the k-reciprocal Jaccard distance (eps, min_samples, k1, k2, sparse), or
+             the ground-truth identities for supervised (source) pretraining (labels)
     method   the loss recipe (baseline | pplr | pplr_cam | dcls) and every ablation switch
     optim    optimiser, learning-rate schedule, epochs × iterations, gradient clipping
     runtime  seed, determinism, mixed precision, evaluation/checkpoint cadence, output folder
@@ -175,6 +176,14 @@ class ClusterConfig:
     k2: int = 6
     #: Sparse radius-graph path: null (automatic by size), true or false.
     sparse: bool | None = None
+    #: Where the epoch's labels come from: ``dbscan`` (pseudo labels, the unsupervised setting)
+    #: or ``ground_truth`` (the training split's identities: supervised training, e.g. to
+    #: pretrain on a labelled source dataset; never use it for unsupervised results).
+    labels: Literal["dbscan", "ground_truth"] = "dbscan"
+    #: Subtract each camera's mean feature (then L2-normalise) before clustering, so clusters
+    #: stop following the camera (background, colour cast). Not part of PPLR or DCLS (their
+    #: configs keep it off); a common camera-bias remedy in unsupervised re-ID.
+    camera_debias: bool = False
 
 
 @dataclass
@@ -269,7 +278,9 @@ class RuntimeConfig:
     seed: int = 1
     #: torch.use_deterministic_algorithms + cuDNN deterministic (slower).
     deterministic: bool = False
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    #: null = what ``accelerate launch --mixed_precision`` / ``accelerate config`` set (default
+    #: "no"); an explicit value here wins over the launcher.
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     channels_last: bool = False
     #: Evaluate every N epochs (and after the last); 0 = after the last epoch only.
     eval_every: int = 5
@@ -284,6 +295,11 @@ class RuntimeConfig:
     log_every: int = 50
     #: Unreadable training images skipped (with a warning) per loading process before an error.
     max_bad_images: int = 10
+    #: TensorBoard event files in RUN_DIR/tensorboard: null = when the tensorboard package is
+    #: installed, true = required (error if missing), false = never.
+    tensorboard: bool | None = None
+    #: PNG plots of the run (reid_train.plots) in RUN_DIR/plots at the end of training.
+    plots: bool = True
 
 
 @dataclass
@@ -409,6 +425,12 @@ def _validate(cfg: TrainConfig) -> list[str]:
         )
     need(m.num_parts >= 1, f"model.num_parts must be >= 1, got {m.num_parts}")
     need(m.num_regions >= 0, f"model.num_regions must be >= 0, got {m.num_regions}")
+    from reid_backbones import ATTENTIONS  # the registry (custom blocks may be registered)
+
+    need(
+        m.attention in ATTENTIONS,
+        f"model.attention {m.attention!r} is unknown; choose one of {', '.join(ATTENTIONS)}",
+    )
     # cluster
     need(0 < c.eps < 1, f"cluster.eps must be in (0, 1) (a Jaccard distance), got {c.eps}")
     need(c.min_samples >= 1, f"cluster.min_samples must be >= 1, got {c.min_samples}")

@@ -53,14 +53,21 @@ from reid_eval import (
     load_dataset,
 )
 from reid_eval.rerank import re_ranking_features
-from reid_refine import aals_loss, cross_agreement, dcls_loss, label_smoothing_loss, pglr_loss
+from reid_refine import (
+    aals_loss,
+    cross_agreement,
+    dcls_loss,
+    dcls_smoothing_factors,
+    label_smoothing_loss,
+    pglr_loss,
+)
 
-from .config import TrainConfig, config_to_dict, save_config
+from .config import ConfigError, TrainConfig, config_to_dict, save_config
 from .data import build_extract_loader, build_train_loader
 from .losses import camera_proxies, camera_proxy_loss, soft_triplet_loss
 from .sampler import TooFewIdentitiesError
 
-__all__ = ["EpochSummary", "Trainer", "TrainingDivergedError", "train"]
+__all__ = ["EpochSummary", "Trainer", "TrainingDivergedError", "camera_debiased", "train"]
 
 STATE_DIR, BEST_DIR, LAST_DIR = "state", "best", "last"
 METRICS_FILE, HISTORY_FILE, TRAINER_STATE = "metrics.jsonl", "history.jsonl", "trainer.json"
@@ -82,6 +89,9 @@ class EpochSummary:
     times: dict[str, float] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)
     agreement: list[float] = field(default_factory=list)
+    #: DCLS: mean smoothing factor β between each region and the global feature (Eq. 4) over
+    #: the training set, from the features extracted at the start of the epoch.
+    beta: list[float] = field(default_factory=list)
     lr: float = 0.0
     note: str = ""
     #: One checksum of the sampled dataset indices per process (processes see different batches).
@@ -142,6 +152,23 @@ class Trainer:
             for name in (METRICS_FILE, HISTORY_FILE):
                 (self.out / name).unlink(missing_ok=True)
         self.acc.wait_for_everyone()
+        self._tb = self._open_tensorboard()
+        self._last_summary: EpochSummary | None = None
+
+    def _open_tensorboard(self) -> Any:
+        wanted = self.cfg.runtime.tensorboard
+        if wanted is False or not self.acc.is_main_process:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if wanted:
+                raise ConfigError(
+                    "runtime.tensorboard=true but the tensorboard package is not installed: "
+                    'pip install "reid-train[tensorboard]" (or set runtime.tensorboard=false)'
+                ) from None
+            return None
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
 
     # ------------------------------------------------------------------ public
     @property
@@ -166,6 +193,12 @@ class Trainer:
             self._log_epoch(summary)
             if (epoch + 1) % cfg.runtime.save_every == 0 or last:
                 self._save(epoch)
+        if self._tb is not None:
+            self._tb.close()
+        if cfg.runtime.plots and self.acc.is_main_process and (self.out / HISTORY_FILE).exists():
+            from .plots import plot_run
+
+            plot_run(self.out)
         if self.trained_epochs == 0 and cfg.optim.epochs > self.start_epoch:
             self._warn(
                 "no epoch trained: every epoch was skipped (no clusters, or fewer clusters than "
@@ -182,6 +215,7 @@ class Trainer:
         start = time.perf_counter()
         feats, parts, valid = self._extract(self.train_records, parts=self._needs_parts)
         summary.times["extract"] = time.perf_counter() - start
+        self._last_summary = summary
 
         start = time.perf_counter()
         labels, agreement = self._cluster(feats, parts, valid, summary)
@@ -231,16 +265,19 @@ class Trainer:
         agreement = torch.zeros(n, self.net.num_parts) if use_agreement else None
         if self.acc.is_main_process:
             keep = valid.nonzero().flatten()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NoClustersWarning)  # reported as the epoch note
-                found = dbscan_pseudo_labels(
-                    feats[keep],
-                    cfg.cluster.eps,
-                    cfg.cluster.min_samples,
-                    cfg.cluster.k1,
-                    cfg.cluster.k2,
-                    sparse=cfg.cluster.sparse,
-                )
+            if cfg.cluster.labels == "ground_truth":
+                found = _ground_truth_labels([self.train_records[i] for i in keep.tolist()])
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NoClustersWarning)  # the epoch note says it
+                    found = dbscan_pseudo_labels(
+                        self._cluster_features(feats, keep),
+                        cfg.cluster.eps,
+                        cfg.cluster.min_samples,
+                        cfg.cluster.k1,
+                        cfg.cluster.k2,
+                        sparse=cfg.cluster.sparse,
+                    )
             labels[keep] = torch.from_numpy(found)
             if agreement is not None:
                 agreement = cross_agreement(feats, parts, k=cfg.method.agreement_k)
@@ -250,6 +287,9 @@ class Trainer:
             clustered = labels >= 0
             if bool(clustered.any()):
                 summary.agreement = agreement[clustered].mean(dim=0).tolist()
+        if cfg.method.name == "dcls" and parts is not None:
+            beta = dcls_smoothing_factors(feats, parts, cfg.method.metric)[0]
+            summary.beta = beta[valid].mean(dim=0).tolist()
         stats = cluster_statistics(labels)
         summary.clusters, summary.outliers = stats.num_clusters, stats.num_outliers
         truth = np.array([r.pid for r in self.train_records])
@@ -264,6 +304,13 @@ class Trainer:
                 "true_identities": q.num_identities,
             }
         return labels, agreement
+
+    def _cluster_features(self, feats: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The features DBSCAN sees (``cluster.camera_debias``: see :func:`camera_debiased`)."""
+        if not self.cfg.cluster.camera_debias:
+            return feats[keep]
+        cams = torch.tensor([self.train_records[i].camid for i in keep.tolist()])
+        return camera_debiased(feats[keep], cams)
 
     def _train_epoch(
         self,
@@ -517,6 +564,17 @@ class Trainer:
                 self.best_map, self.best_epoch = record["mAP"], epoch
                 self._save_model(BEST_DIR, epoch, record)
             record["best_mAP"], record["best_epoch"] = self.best_map, self.best_epoch
+            last = self._last_summary
+            if last is not None and last.epoch == epoch:  # the labels this epoch trained on
+                record["pseudo_labels"] = {
+                    "clusters": last.clusters, "outliers": last.outliers, **last.quality,
+                    **({"agreement": last.agreement} if last.agreement else {}),
+                    **({"beta": last.beta} if last.beta else {}),
+                }  # fmt: skip
+            if self._tb is not None:
+                for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
+                    if key in record:
+                        self._tb.add_scalar(f"eval/{key}", record[key], epoch)
             with open(self.out / METRICS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             self._print(
@@ -575,15 +633,36 @@ class Trainer:
             f.write(json.dumps(summary.__dict__) + "\n")
         losses = "  ".join(f"{k} {v:.3f}" for k, v in summary.losses.items()) or "no training"
         times = " / ".join(f"{k} {v:.1f}s" for k, v in summary.times.items())
+        q = summary.quality
         quality = (
-            f"  NMI {summary.quality['nmi']:.3f} ARI {summary.quality['ari']:.3f}"
-            if summary.quality
+            f" ({q['true_identities']} true)  NMI {q['nmi']:.3f} ARI {q['ari']:.3f} "
+            f"pairwise P {q['pairwise_precision']:.3f} R {q['pairwise_recall']:.3f}"
+            if q
             else ""
+        )
+        refine = "".join(
+            f" | {name} " + " ".join(f"{v:.2f}" for v in values)
+            for name, values in (("agreement", summary.agreement), ("beta", summary.beta))
+            if values
         )
         self._print(
             f"epoch {summary.epoch}: {summary.clusters} clusters, {summary.outliers} outliers"
-            f"{quality} | {losses} | lr {summary.lr:.2e} | {times}"
+            f"{quality}{refine} | {losses} | lr {summary.lr:.2e} | {times}"
         )
+        if self._tb is not None:
+            scalars: dict[str, float] = {
+                "pseudo_labels/clusters": summary.clusters,
+                "pseudo_labels/outliers": summary.outliers,
+                "lr": summary.lr,
+            }
+            scalars.update({f"pseudo_labels/{k}": v for k, v in q.items()})
+            scalars.update({f"loss/{k}": v for k, v in summary.losses.items()})
+            scalars.update({f"time/{k}": v for k, v in summary.times.items()})
+            scalars.update({f"agreement/part_{i}": v for i, v in enumerate(summary.agreement)})
+            scalars.update({f"beta/region_{i}": v for i, v in enumerate(summary.beta)})
+            for tag, value in scalars.items():
+                self._tb.add_scalar(tag, value, summary.epoch)
+            self._tb.flush()
 
     def _print(self, text: str) -> None:
         if self.acc.is_main_process:
@@ -638,6 +717,36 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+    """Each row minus the mean feature of its camera, L2-normalised (``cluster.camera_debias``).
+
+    Removes what all images of a camera share (background, colour cast) before clustering, so
+    that clusters stop following cameras. A camera with a single image keeps that image's
+    feature (its own mean would leave a zero vector).
+    """
+    _, inverse = torch.unique(camids, return_inverse=True)
+    sums = torch.zeros(int(inverse.max()) + 1, feats.shape[1], dtype=feats.dtype)
+    sums.index_add_(0, inverse, feats)
+    counts = torch.bincount(inverse).unsqueeze(1)
+    means = torch.where(counts > 1, sums / counts, 0.0)
+    return torch.nn.functional.normalize(feats - means[inverse], dim=1)
+
+
+def _ground_truth_labels(records: list[ImageRecord]) -> np.ndarray:
+    """The records' identities relabelled 0..K-1 (``cluster.labels: ground_truth``); ids < 0 →
+    -1 (junk, treated as outliers)."""
+    pids = np.array([r.pid for r in records], dtype=np.int64)
+    labels = np.full(len(pids), -1, dtype=np.int64)
+    known = pids >= 0
+    if not known.any():
+        raise ValueError(
+            "cluster.labels=ground_truth but the training split has no identity labels "
+            "(every pid < 0); use cluster.labels=dbscan"
+        )
+    labels[known] = np.unique(pids[known], return_inverse=True)[1]
+    return labels
 
 
 def _ids(records: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
