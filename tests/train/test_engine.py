@@ -208,9 +208,12 @@ def test_supervised_pretraining_then_init_from_its_checkpoint(
     """cluster.labels=ground_truth trains on the true identities; model.pretrained then takes
     that run's checkpoint folder (its backbone), the source-pretraining workflow."""
     source = tmp_path / "source"
-    Trainer(tiny(synthetic_root, "method.name=baseline", "optim.epochs=1",
-                 "cluster.labels=ground_truth"), source).fit()  # fmt: skip
-    (epoch,) = _lines(source / "history.jsonl")
+    Trainer(tiny(synthetic_root, "method.name=baseline", "optim.epochs=2",
+                 "cluster.labels=ground_truth", "runtime.eval_every=0",
+                 "runtime.save_every=0"), source).fit()  # fmt: skip
+    # eval_every=0 / save_every=0: evaluated and saved after the last epoch only
+    assert [m["epoch"] for m in _lines(source / "metrics.jsonl")] == [1]
+    _, epoch = _lines(source / "history.jsonl")
     assert epoch["quality"]["ari"] == 1.0 and epoch["outliers"] == 0
     assert epoch["clusters"] == epoch["quality"]["true_identities"]
     target = Trainer(

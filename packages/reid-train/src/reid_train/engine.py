@@ -185,13 +185,13 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             summary = self.run_epoch(epoch)
             last = epoch == cfg.optim.epochs - 1
-            if (epoch + 1) % cfg.runtime.eval_every == 0 or last:
+            if _every(epoch, cfg.runtime.eval_every) or last:
                 start = time.perf_counter()
                 record = self.evaluate(epoch)
                 summary.times["eval"] = time.perf_counter() - start
                 evaluations.append(record)
             self._log_epoch(summary)
-            if (epoch + 1) % cfg.runtime.save_every == 0 or last:
+            if _every(epoch, cfg.runtime.save_every) or last:
                 self._save(epoch)
         if self._tb is not None:
             self._tb.close()
@@ -361,7 +361,7 @@ class Trainer:
             self.optimizer.step()
             for name, value in terms.items():
                 totals[name] += float(value.detach())
-            if (step + 1) % cfg.runtime.log_every == 0:
+            if _every(step, cfg.runtime.log_every):
                 bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in totals.items()})
         summary.losses = {k: v / cfg.optim.iters for k, v in totals.items()}
         summary.batch_digests = self.acc.gather(torch.tensor([digest], device=device)).tolist()
@@ -717,6 +717,11 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _every(epoch: int, n: int) -> bool:
+    """Whether epoch (0-based) ends a period of ``n`` epochs; never for ``n == 0``."""
+    return n > 0 and (epoch + 1) % n == 0
 
 
 def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
