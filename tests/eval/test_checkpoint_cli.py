@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid_backbones import build_model, save_checkpoint
 from reid_eval.checkpoint_eval import evaluate_checkpoint
 from reid_eval.cli import main
 from reid_eval.datasets import load_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model("pplr", backbone="resnet18", num_classes=5, input_size=(64, 32))
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "best")
 
 
 def test_cli_evaluates_a_checkpoint_end_to_end(

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from reid_backbones import build_model, save_checkpoint
 from reid_eval.cli import main
 from reid_eval.tsne import select_identities, write_tsne
 
@@ -85,13 +84,6 @@ def test_bad_requests_are_clear_errors(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r'pip install "reid-eval\[plot\]"'):
         write_tsne(feats, pids, camids, is_query, tmp_path / "t.png", n_ids=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model("baseline", backbone="resnet18", num_classes=5, input_size=(64, 32))
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "best")
 
 
 def test_cli_tsne_end_to_end(
