@@ -6,13 +6,14 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import reid_train.engine as engine_module
 from reid_backbones import load_checkpoint, load_safetensors
 from reid_train.cli import main
-from reid_train.config import load_config
+from reid_train.config import ConfigError, load_config
 from reid_train.engine import Trainer, TrainingDivergedError, camera_debiased
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,6 +201,12 @@ def test_camera_debiased_known_answer() -> None:
         [[0.5**0.5, -(0.5**0.5)], [-(0.5**0.5), 0.5**0.5], [0.6, 0.8], [0.6, 0.8]]
     )
     torch.testing.assert_close(camera_debiased(feats, cams), expected)
+    # two identical images of one camera: their mean is themselves, so they are kept as they are
+    twins = torch.tensor([[3.0, 4.0], [3.0, 4.0], [1.0, 0.0]])
+    torch.testing.assert_close(
+        camera_debiased(twins, torch.tensor([1, 1, 2])),
+        torch.tensor([[0.6, 0.8], [0.6, 0.8], [1.0, 0.0]]),
+    )
 
 
 def test_supervised_pretraining_then_init_from_its_checkpoint(
@@ -230,3 +237,10 @@ def test_tensorboard_events_when_asked(synthetic_root: Path, tmp_path: Path) -> 
     cfg = tiny(synthetic_root, "optim.epochs=1", "runtime.tensorboard=true", "runtime.plots=false")
     Trainer(cfg, tmp_path).fit()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_ground_truth_labels_relabel_and_reject_unlabelled_splits() -> None:
+    labels = engine_module._ground_truth_labels(np.array([7, 3, 7, -1, 12]))
+    assert labels.tolist() == [1, 0, 1, -1, 2]  # sorted ids -> 0..K-1, junk -> outlier
+    with pytest.raises(ConfigError, match="no identity labels"):
+        engine_module._ground_truth_labels(np.array([-1, -1]))

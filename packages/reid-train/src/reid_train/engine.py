@@ -132,6 +132,7 @@ class Trainer:
             config.data.dataset, config.data.data_root, **config.data.dataset_options
         )
         self.train_records: list[ImageRecord] = list(self.dataset.train)
+        self.train_pids, self.train_camids = _ids(self.train_records)  # reporting / debiasing
         capacity = config.model.max_clusters or (
             len(self.train_records) // config.cluster.min_samples + 1
         )
@@ -266,7 +267,7 @@ class Trainer:
         if self.acc.is_main_process:
             keep = valid.nonzero().flatten()
             if cfg.cluster.labels == "ground_truth":
-                found = _ground_truth_labels([self.train_records[i] for i in keep.tolist()])
+                found = _ground_truth_labels(self.train_pids[keep.numpy()])
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NoClustersWarning)  # the epoch note says it
@@ -292,7 +293,7 @@ class Trainer:
             summary.beta = beta[valid].mean(dim=0).tolist()
         stats = cluster_statistics(labels)
         summary.clusters, summary.outliers = stats.num_clusters, stats.num_outliers
-        truth = np.array([r.pid for r in self.train_records])
+        truth = self.train_pids
         if self.acc.is_main_process and len(np.unique(truth)) > 1:
             q = pseudo_label_quality(labels.numpy(), truth)
             summary.quality = {
@@ -309,8 +310,7 @@ class Trainer:
         """The features DBSCAN sees (``cluster.camera_debias``: see :func:`camera_debiased`)."""
         if not self.cfg.cluster.camera_debias:
             return feats[keep]
-        cams = torch.tensor([self.train_records[i].camid for i in keep.tolist()])
-        return camera_debiased(feats[keep], cams)
+        return camera_debiased(feats[keep], torch.from_numpy(self.train_camids[keep.numpy()]))
 
     def _train_epoch(
         self,
@@ -729,24 +729,27 @@ def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
 
     Removes what all images of a camera share (background, colour cast) before clustering, so
     that clusters stop following cameras. A camera with a single image keeps that image's
-    feature (its own mean would leave a zero vector).
+    feature (its own mean would leave a zero vector), and so does a row equal to its camera's
+    mean (nothing would be left to cluster on).
     """
     _, inverse = torch.unique(camids, return_inverse=True)
     sums = torch.zeros(int(inverse.max()) + 1, feats.shape[1], dtype=feats.dtype)
     sums.index_add_(0, inverse, feats)
     counts = torch.bincount(inverse).unsqueeze(1)
     means = torch.where(counts > 1, sums / counts, 0.0)
-    return torch.nn.functional.normalize(feats - means[inverse], dim=1)
+    debiased = feats - means[inverse]
+    empty = debiased.norm(dim=1) <= 1e-6 * feats.norm(dim=1)
+    debiased[empty] = feats[empty]
+    return torch.nn.functional.normalize(debiased, dim=1)
 
 
-def _ground_truth_labels(records: list[ImageRecord]) -> np.ndarray:
-    """The records' identities relabelled 0..K-1 (``cluster.labels: ground_truth``); ids < 0 →
-    -1 (junk, treated as outliers)."""
-    pids = np.array([r.pid for r in records], dtype=np.int64)
+def _ground_truth_labels(pids: np.ndarray) -> np.ndarray:
+    """Identities relabelled 0..K-1 (``cluster.labels: ground_truth``); ids < 0 → -1 (junk,
+    treated as outliers)."""
     labels = np.full(len(pids), -1, dtype=np.int64)
     known = pids >= 0
     if not known.any():
-        raise ValueError(
+        raise ConfigError(
             "cluster.labels=ground_truth but the training split has no identity labels "
             "(every pid < 0); use cluster.labels=dbscan"
         )
