@@ -350,7 +350,7 @@ def _quality_figure(mpl: _Matplotlib, history: list[dict[str, Any]], run_name: s
     _epoch_axis(mpl, ax, epochs)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("score (0 – 1)")
-    ax.legend(loc="best", fontsize=9)
+    _legend_outside(ax)  # five curves span the whole 0-1 range: no free corner inside
     _title(fig, "Pseudo-label quality vs ground truth", run_name)
     return fig
 
