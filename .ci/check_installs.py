@@ -10,11 +10,14 @@ matplotlib is a dependency of reid-train only; reid-eval offers it as the ``[plo
 plain reid-eval install must not bring it.
 
 Usage: python .ci/check_installs.py WORK_DIR   (run from the repository root)
+The environments (about 6 GB) are deleted at the end unless REID_CI_KEEP_VENVS=1.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -143,6 +146,9 @@ def main() -> int:
                 failures.append("reid-refine did not install torch into its fresh environment")
             borrow = site_packages(env)
             print(run([str(env / "bin/python"), "-c", REFINE_SMOKE]).strip())
+    if os.environ.get("REID_CI_KEEP_VENVS") != "1":  # ~6 GB, mostly the fresh torch
+        for package in PLAN:
+            shutil.rmtree(work / f"venv-{package}", ignore_errors=True)
     for f in failures:
         print("FAIL:", f)
     print("isolated installs:", "FAILED" if failures else "all packages install on their own")
