@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from reid_clustering import faiss_available, knn_search, rank_by_distance
+from reid_clustering import knn as knn_module
 from tests.clustering.oracle import clustered_features, plain
 
 
@@ -110,3 +111,235 @@ def test_rank_by_distance_is_a_stable_argsort() -> None:
         assert np.array_equal(got.numpy(), expected)
     with pytest.raises(ValueError, match="exceeds the number of columns"):
         rank_by_distance(torch.from_numpy(d), 24)
+
+
+# --- precision="bf16-candidates": bf16 candidates, certified, re-scored exactly ----------------
+
+
+def _both(x: np.ndarray | torch.Tensor, k: int, **kwargs: object) -> tuple:
+    fast = knn_search(x, k=k, precision="bf16-candidates", **kwargs)
+    exact = knn_search(x, k=k, precision="exact", **kwargs)
+    return fast, exact
+
+
+def _assert_identical(fast: object, exact: object) -> None:
+    assert torch.equal(fast.indices, exact.indices)
+    # The re-scoring uses the exact path's BLAS kernel: the similarities agree bit for bit.
+    assert torch.equal(fast.similarities, exact.similarities)
+
+
+def _fast_stats(x: np.ndarray | torch.Tensor, k: int, chunk_size: int | None = None) -> dict:
+    """Run the bf16 path directly; fail if it declined (it must not on these inputs)."""
+    stats: dict = {}
+    result = knn_module._knn_bf16_self(torch.as_tensor(x), k, chunk_size, stats)
+    assert result is not None, "the bf16 path fell back to the exact search as a whole"
+    return stats
+
+
+def _near_ties(seed: int = 0) -> np.ndarray:
+    """Exact duplicates, copies differing in one ulp, and rows tied by symmetry."""
+    rng = np.random.default_rng(seed)
+    x, _ = clustered_features(12, 15, dim=48, noise=0.3, seed=seed)
+    dup = x[rng.integers(0, len(x), 20)]  # exact duplicates: tied similarities everywhere
+    ulp = dup.copy()
+    ulp[:, 0] = np.nextafter(ulp[:, 0], np.float32(2))  # differ in the last bit only
+    swap = x[:10].copy()
+    swap[:, [1, 2]] = swap[:, [2, 1]]  # same multiset of coordinates, other pairings
+    return np.concatenate([x, dup, ulp, swap]).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "chunk_size"),
+    [
+        ("clustered", 7, None),
+        ("clustered", 31, None),
+        ("clustered", 31, 64),  # 7 blocks, the last one 16 rows long
+        ("clustered", 10, 37),  # a last block of 9 rows: the exact path's small-GEMM values
+        ("clustered", 5, 16),
+        ("shuffled", 31, 100),
+        ("scaled", 12, None),  # not normalised, norms from 1e-3 to 1e3
+        ("near_ties", 9, None),
+        ("near_ties", 25, 32),
+        ("far", 180, None),  # k-th neighbour below zero similarity
+    ],
+)
+def test_bf16_candidates_equal_the_exact_search(name: str, k: int, chunk_size: int | None) -> None:
+    rng = np.random.default_rng(7)
+    if name == "near_ties":
+        x = _near_ties()
+    elif name == "far":
+        x = rng.standard_normal((200, 64)).astype(np.float32)
+    else:
+        x, _ = clustered_features(25, 17, dim=64, seed=11)  # 425 rows
+        if name == "shuffled":
+            x = x[rng.permutation(len(x))]
+        elif name == "scaled":
+            x = x * (10.0 ** rng.uniform(-3, 3, size=(len(x), 1))).astype(np.float32)
+    fast, exact = _both(x, k, chunk_size=chunk_size)
+    _assert_identical(fast, exact)
+    stats = _fast_stats(x, k, chunk_size)
+    assert stats["failed_checks"] == 0
+    assert stats["candidates"] >= k * (stats["rows"] - stats["tail_rows"] - stats["fallback_rows"])
+
+
+def test_bf16_candidates_ties_are_ordered_by_index() -> None:
+    x = _near_ties(seed=3)
+    fast, exact = _both(x, 12)
+    _assert_identical(fast, exact)
+    s = fast.similarities
+    tied = s[:, :-1] == s[:, 1:]
+    assert bool(tied.any())  # the data has ties, and inside each one indices ascend
+    assert bool((fast.indices[:, :-1][tied] < fast.indices[:, 1:][tied]).all())
+
+
+def test_bf16_candidates_fall_back_to_whole_rows_on_duplicates() -> None:
+    # 150 copies of one vector: their rows have 150 exactly tied candidates, more than the cap
+    # (2k + 64 = 74 here), so they are recomputed as whole float32 rows.
+    x, _ = clustered_features(20, 10, dim=32, seed=5)
+    x = np.concatenate([x, np.repeat(x[:1], 150, axis=0)])
+    fast, exact = _both(x, 5)
+    _assert_identical(fast, exact)
+    stats = _fast_stats(x, 5)
+    assert stats["fallback_rows"] >= 150
+
+
+def test_bf16_candidates_fall_back_when_the_bound_is_loose(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bound 300× too large certifies only huge candidate sets: rows take the fallback.
+    bound = knn_module._bf16_error_bound
+    monkeypatch.setattr(
+        knn_module,
+        "_bf16_error_bound",
+        lambda x, xb: bound(x, xb) * 300,  # type: ignore[operator]
+    )
+    x, _ = clustered_features(30, 12, dim=48, seed=9)
+    fast, exact = _both(x, 8)
+    _assert_identical(fast, exact)
+    stats = _fast_stats(x, 8)
+    assert 0 < stats["fallback_rows"] <= stats["rows"]
+
+
+def test_bf16_candidates_fallback_cap_and_mixed_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tiny cap sends every row with more than k + 2 certified candidates to the fallback: the
+    # result mixes re-scored and recomputed rows.
+    monkeypatch.setattr(knn_module, "_fallback_cap", lambda n, k: k + 2)
+    x, _ = clustered_features(30, 12, dim=48, seed=10)
+    fast, exact = _both(x, 8, chunk_size=50)
+    _assert_identical(fast, exact)
+    stats = _fast_stats(x, 8, 50)
+    assert 0 < stats["fallback_rows"] < stats["rows"]
+
+
+def test_bf16_error_bound_holds() -> None:
+    """max |out − e| over all pairs stays below 2⁻⁸|out| + ρ (rows and columns both ways)."""
+    rng = np.random.default_rng(0)
+    unit, _ = clustered_features(40, 20, dim=256, seed=1)
+    cases = {
+        "unit": unit,
+        "gaussian": rng.standard_normal((700, 300)).astype(np.float32),
+        "scaled": (unit * 10.0 ** rng.uniform(-4, 4, (len(unit), 1))).astype(np.float32),
+        "wide_range": (
+            rng.standard_normal((500, 128)) * 2.0 ** rng.integers(-40, 40, (500, 128))
+        ).astype(np.float32),
+        "nonnegative": np.abs(unit),  # ReLU-like: Σ|x||y| = xᵀy, the worst case for the bound
+    }
+    for name, features in cases.items():
+        x = torch.from_numpy(features)
+        xb = x.to(torch.bfloat16)
+        rho = knn_module._bf16_error_bound(x, xb)
+        assert rho is not None
+        out = torch.mm(xb, xb.t()).double()  # the bf16 GEMM of the candidate pass
+        exact = torch.mm(x, x.t()).double()  # the exact path's float32 values
+        err = (out - exact).abs()
+        bound = out.abs() * 2.0**-8 + torch.minimum(rho[:, None], rho[None, :])
+        ratio = float((err / bound).max())
+        assert ratio <= 1.0, (name, ratio)
+        if name == "unit":
+            assert ratio > 0.05  # and it is not absurdly loose on ordinary features
+    huge = torch.full((3, 4), 2.0**62)  # products could overflow float32: no bound, exact path
+    assert knn_module._bf16_error_bound(huge, huge.bfloat16()) is None
+
+
+def test_bf16_threshold_is_conservative() -> None:
+    """τ is below every out whose upper bound reaches lb, including negative and -inf cases."""
+    kth = torch.tensor([0.75, 0.001, -0.3, -torch.inf, 0.5]).bfloat16()
+    rho = torch.tensor([0.004, 0.004, 0.004, 0.004, 0.6], dtype=torch.float64)
+    tau = knn_module._candidate_threshold(kth, rho).double()
+    lb = knn_module._kth_lower_bound(kth, rho)
+    assert tau[3] == -torch.inf
+    for i in (0, 1, 2, 4):
+        # the smallest float32 out with out + 2⁻⁸|out| + ρ >= lb must be kept (out >= τ)
+        grid = torch.linspace(float(lb[i]) - 1, float(lb[i]) + 1, 200001, dtype=torch.float64)
+        upper = grid + grid.abs() * 2.0**-8 + rho[i]
+        assert float(grid[upper >= lb[i]].min()) >= float(tau[i])
+
+
+def test_bf16_rescoring_reproduces_the_blas_blocks() -> None:
+    """Each grouping of the re-scoring returns the exact path's block values bit for bit."""
+    x = torch.from_numpy(clustered_features(10, 30, dim=2048, seed=2)[0])
+    reference = torch.mm(x, x.t())  # one 300 × 300 block, as the exact path computes it
+    rng = np.random.default_rng(0)
+    width = 24
+    cols = torch.from_numpy(np.stack([rng.choice(300, width, replace=False) for _ in range(300)]))
+    rows = torch.arange(300).repeat_interleave(width)
+    for grouping in knn_module._RESCORE_GROUPINGS:
+        best_v = torch.empty(300, width)
+        best_i = torch.empty(300, width, dtype=torch.int64)
+        knn_module._rescore_rows(
+            x, rows, cols.flatten(), width, 300, None, best_v, best_i, (grouping,)
+        )
+        assert torch.equal(best_v, reference.gather(1, best_i)), grouping
+        assert torch.equal(best_i.sort(dim=1).values, cols.sort(dim=1).values)
+
+
+def test_bf16_guard_sends_a_mismatching_blas_to_the_exact_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, _ = clustered_features(10, 10, dim=32, seed=4)
+    exact = knn_search(x, k=6, precision="exact")
+    real_bmm = torch.bmm
+
+    def off_by_one_ulp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = real_bmm(a, b)
+        return torch.nextafter(out, torch.full_like(out, torch.inf))
+
+    monkeypatch.setattr(torch, "bmm", off_by_one_ulp)
+    assert knn_module._knn_bf16_self(torch.from_numpy(x), 6, None) is None
+    _assert_identical(knn_search(x, k=6, precision="bf16-candidates"), exact)
+
+
+def test_precision_auto_picks_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    wanted = knn_module._bf16_wanted
+    big = torch.zeros(4000, 128)
+    monkeypatch.setattr(knn_module, "_cpu_has_fast_bf16", lambda: True)
+    assert wanted("auto", big, 30, None)
+    assert not wanted("auto", big[:1000], 30, None)  # small: the exact search is quick anyway
+    assert not wanted("auto", big[:, :32], 30, None)
+    assert not wanted("exact", big, 30, None)
+    assert wanted("bf16-candidates", big[:10], 3, None)
+    assert not wanted("bf16-candidates", big, 30, 8)  # tiny exact blocks: another BLAS kernel
+    monkeypatch.setattr(knn_module, "_cpu_has_fast_bf16", lambda: False)
+    assert not wanted("auto", big, 30, None)
+    assert wanted("bf16-candidates", big, 30, None)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # float32 matmuls may use bf16: no certificate
+    try:
+        assert not wanted("bf16-candidates", big, 30, None)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    with pytest.raises(ValueError, match="unknown kNN precision"):
+        knn_search(big[:10], k=2, precision="fp16")
+
+
+def test_bf16_candidates_query_against_database_is_exact() -> None:
+    x, _ = clustered_features(6, 10, dim=32, seed=6)
+    a = knn_search(x[:9], x, k=5, precision="bf16-candidates")
+    b = knn_search(x[:9], x, k=5, precision="exact")
+    _assert_identical(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_candidates_on_the_gpu_is_the_exact_search() -> None:
+    x = torch.from_numpy(clustered_features(8, 10, dim=32, seed=7)[0]).cuda()
+    _assert_identical(
+        knn_search(x, k=5, precision="bf16-candidates"), knn_search(x, k=5, precision="exact")
+    )
