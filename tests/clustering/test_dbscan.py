@@ -44,6 +44,18 @@ def test_labels_equal_dbscan_on_the_plain_reference_distance() -> None:
     assert np.array_equal(dbscan_pseudo_labels(x, 0.5, normalize=False), expected)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_bf16_candidate_knn_gives_the_same_distances_and_labels(sparse: bool) -> None:
+    # The certified bf16 search returns the exact neighbours, so nothing downstream changes.
+    x, _ = clustered_features(40, 12, dim=128, noise=0.7, seed=3)
+    exact = dbscan_pseudo_labels(x, 0.5, sparse=sparse, knn_precision="exact")
+    fast = dbscan_pseudo_labels(x, 0.5, sparse=sparse, knn_precision="bf16-candidates")
+    assert np.array_equal(exact, fast) and cluster_statistics(exact).num_clusters > 1
+    d_exact = compute_jaccard_distance(x, 30, knn_precision="exact")
+    d_fast = compute_jaccard_distance(x, 30, knn_precision="bf16-candidates")
+    assert np.array_equal(d_exact, d_fast)
+
+
 def test_sparse_path_is_chosen_above_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
     real = dbscan_module.compute_jaccard_distance
@@ -85,6 +97,7 @@ def test_no_warning_when_clusters_exist() -> None:
         ({"eps": 1.0, "sparse": True}, "sparse radius graph cannot represent"),
         ({"eps": 0.5, "min_samples": 0}, "min_samples must be >= 1"),
         ({"eps": 0.5, "k1": 40}, "more samples than k1"),
+        ({"eps": 0.5, "knn_precision": "fp16"}, "unknown kNN precision"),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:

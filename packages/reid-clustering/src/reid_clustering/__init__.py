@@ -17,7 +17,7 @@ from .dbscan import (
     dbscan_pseudo_labels,
 )
 from .jaccard import compute_jaccard_distance, half_width
-from .knn import BACKENDS, KNNResult, faiss_available, knn_search, rank_by_distance
+from .knn import BACKENDS, PRECISIONS, KNNResult, faiss_available, knn_search, rank_by_distance
 from .kreciprocal import (
     RowSparse,
     expanded_reciprocal_pairs,
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "PRECISIONS",
     "SPARSE_THRESHOLD",
     "ClusterStats",
     "KNNResult",

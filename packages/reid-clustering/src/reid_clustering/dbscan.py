@@ -13,7 +13,7 @@ from sklearn.neighbors import sort_graph_by_row_values
 
 from ._validation import as_feature_tensor, check_int
 from .jaccard import compute_jaccard_distance
-from .knn import Backend
+from .knn import Backend, Precision
 
 __all__ = [
     "SPARSE_THRESHOLD",
@@ -43,6 +43,7 @@ def dbscan_pseudo_labels(
     backend: Backend = "torch",
     normalize: bool = True,
     n_jobs: int | None = None,
+    knn_precision: Precision = "auto",
 ) -> np.ndarray:
     """Pseudo labels: DBSCAN on the k-reciprocal Jaccard distance of the features.
 
@@ -64,6 +65,7 @@ def dbscan_pseudo_labels(
             ``N > SPARSE_THRESHOLD`` (:data:`SPARSE_THRESHOLD`).
         backend: kNN backend; ``normalize``: L2-normalise the features first.
         n_jobs: DBSCAN's neighbour-query parallelism (scikit-learn semantics).
+        knn_precision: ``precision`` of :func:`~reid_clustering.knn_search` (same labels).
 
     Returns:
         int64 numpy labels ``[N]``: ``0..C-1`` for the clusters, ``-1`` for outliers. When every
@@ -92,6 +94,7 @@ def dbscan_pseudo_labels(
         max_distance=eps if sparse else None,
         normalize=normalize,
         backend=backend,
+        knn_precision=knn_precision,
     )
     if sparse:
         distance = sort_graph_by_row_values(distance, copy=False, warn_when_not_sorted=False)

@@ -9,7 +9,7 @@ import scipy.sparse
 import torch
 
 from ._validation import as_feature_tensor, check_neighbour_counts, l2_normalize_rows
-from .knn import Backend, knn_search
+from .knn import Backend, Precision, knn_search
 from .kreciprocal import jaccard_from_encoding, k_reciprocal_encoding, local_query_expansion
 
 __all__ = ["compute_jaccard_distance", "half_width"]
@@ -41,6 +41,7 @@ def compute_jaccard_distance(
     max_distance: float | None = None,
     normalize: bool = True,
     backend: Backend = "torch",
+    knn_precision: Precision = "auto",
 ) -> np.ndarray | torch.Tensor | scipy.sparse.csr_matrix:
     """k-reciprocal Jaccard distance between all pairs of ``features`` (SpCL/PPLR convention).
 
@@ -70,6 +71,8 @@ def compute_jaccard_distance(
         normalize: L2-normalise the rows first (the reference expects normalised features;
             leave True unless they already are and bit-exact reproduction matters).
         backend: kNN backend (:func:`reid_clustering.knn_search`).
+        knn_precision: ``precision`` of :func:`~reid_clustering.knn_search` (same neighbours
+            either way; ``"auto"`` takes the certified bf16-candidate search where it is faster).
 
     Returns:
         The Jaccard distance matrix, symmetric up to float32 rounding, with a ~0 diagonal.
@@ -87,7 +90,7 @@ def compute_jaccard_distance(
     if normalize:
         x = l2_normalize_rows(x)
     with torch.no_grad():
-        ranked = knn_search(x, k=k1, backend=backend).indices
+        ranked = knn_search(x, k=k1, backend=backend, precision=knn_precision).indices
         encoding = k_reciprocal_encoding(
             ranked, _unit_sphere_distance(x), width=k1, half_width=half_width(k1)
         )
