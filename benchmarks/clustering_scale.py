@@ -85,8 +85,12 @@ def run_case(impl: str, n: int, args: argparse.Namespace, labels_out: Path) -> d
         times["dbscan"] = time.perf_counter() - t1
     else:
         xt = torch.from_numpy(x)
-        knn_search(xt, k=args.k1)
+        knn_search(xt, k=args.k1)  # precision="auto": bf16 candidates where the CPU has them
         times["knn"] = time.perf_counter() - t0
+        if impl == "dense":  # the float32-only search, for comparison (same neighbours)
+            t1 = time.perf_counter()
+            knn_search(xt, k=args.k1, precision="exact")
+            times["knn_exact"] = time.perf_counter() - t1
         t0 = time.perf_counter()
         if impl == "dense":
             dist = compute_jaccard_distance(xt, args.k1, args.k2, normalize=False)
@@ -114,7 +118,15 @@ def run_case(impl: str, n: int, args: argparse.Namespace, labels_out: Path) -> d
         "features_rss_gib": rss_features,
         "clusters": int(labels.max() + 1),
         "outliers": int((labels == -1).sum()),
+        "measured": f"{time.strftime('%Y-%m-%d')}, commit {_commit()}",
     }
+
+
+def _commit() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+    )  # fmt: skip
+    return proc.stdout.strip() or "unknown"
 
 
 def sparse_breakdown(n: int, args: argparse.Namespace) -> dict:
@@ -227,21 +239,31 @@ def _table(rows: list[dict], notes: list[str], args: argparse.Namespace) -> str:
         "`benchmarks/plain_jaccard.py`, loops written from the algorithm like the reference "
         "code's; `dense` is our `compute_jaccard_distance` + DBSCAN on the N × N matrix; "
         "`sparse` is `dbscan_pseudo_labels(..., sparse=True)` (radius graph of pairs with "
-        "J ≤ eps). Jaccard time includes the kNN search; kNN is also timed on its own.",
+        "J ≤ eps). Jaccard time includes the kNN search; kNN is also timed on its own "
+        '(`kNN s`: `knn_search`\'s default `precision="auto"`, which takes the certified '
+        "bf16-candidate search on CPUs with AVX512-BF16/AMX; `kNN exact s`: "
+        '`precision="exact"`, float32 only; both return the same neighbours).',
         "",
-        "| N | path | kNN s | Jaccard s | DBSCAN s | total s | speed-up vs plain | "
+        "| N | path | kNN s | kNN exact s | Jaccard s | DBSCAN s | total s | speed-up vs plain | "
         "peak RSS GiB | features GiB | clusters | outliers |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         speed = f"{base[r['n']] / r['total']:.1f}×" if r["n"] in base else "–"
         sec = lambda v: "–" if v is None or v != v else f"{v:.1f}"  # noqa: E731 (NaN: not split)
         lines.append(
-            f"| {r['n']:,} | {r['impl']} | {sec(r['knn'])} | {sec(r.get('jaccard'))} | "
+            f"| {r['n']:,} | {r['impl']} | {sec(r['knn'])} | {sec(r.get('knn_exact'))} | "
+            f"{sec(r.get('jaccard'))} | "
             f"{sec(r.get('dbscan'))} | {r['total']:.1f} | {speed} | {r['peak_rss_gib']:.2f} | "
             f"{r['features_rss_gib']:.2f} | {r['clusters']:,} | {r['outliers']:,} |"
         )
     lines += ["", *[f"- {note}" for note in notes]]
+    when: dict[str, list[str]] = {}
+    for r in rows:
+        when.setdefault(r.get("measured", "before 2026-11-21 (no record)"), []).append(
+            f"{r['n']:,} {r['impl']}"
+        )
+    lines += [f"- Measured {date}: {', '.join(cases)}." for date, cases in when.items()]
     lines.append(
         "- The sparse path's Jaccard and DBSCAN columns come from a second process "
         "(the timed run measures the whole call)."
