@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ import torchvision
 from torch import nn
 
 from .models import MODELS, ReIDModel, build_model
-from .resnet import BACKBONES
-from .safetensors_format import SafetensorsError, load_safetensors, save_safetensors
+from .resnet import BACKBONES, state_dict_mismatch
+from .safetensors_format import SafetensorsError, atomic_write, load_safetensors, save_safetensors
 
 __all__ = [
     "CONFIG_NAME",
@@ -60,16 +59,8 @@ def unwrap_model(model: nn.Module) -> ReIDModel:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def save_checkpoint(
@@ -142,28 +133,13 @@ def read_checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], directory: Path) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(
-        f"{k}: file {list(tensors[k].shape)} vs model {list(own[k].shape)}"
-        for k in set(own) & set(tensors)
-        if tensors[k].shape != own[k].shape
-    )
-    if missing or unexpected or wrong:
-
-        def show(items: list[str]) -> str:
-            return ", ".join(items[:6]) + (f" ... ({len(items)} in all)" if len(items) > 6 else "")
-
-        lines = [f"the weights in '{directory / WEIGHTS_NAME}' do not match its {CONFIG_NAME}:"]
-        if missing:
-            lines.append(f"  missing in the weights: {show(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected in the weights: {show(unexpected)}")
-        if wrong:
-            lines.append(f"  shape mismatch: {show(wrong)}")
-        lines.append("  (were the files of two different checkpoints mixed?)")
-        raise CheckpointError("\n".join(lines))
+    report = state_dict_mismatch(
+        model.state_dict(), tensors, where="the weights", shape=list, limit=6
+    )  # fmt: skip
+    if report:
+        header = f"the weights in '{directory / WEIGHTS_NAME}' do not match its {CONFIG_NAME}:"
+        hint = "  (were the files of two different checkpoints mixed?)"
+        raise CheckpointError("\n".join([header, *report, hint]))
 
 
 def load_checkpoint(

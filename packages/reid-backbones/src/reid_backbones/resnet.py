@@ -156,28 +156,53 @@ def load_state_dict_checked(
     for key in set(own) - set(state):
         if key.endswith(".num_batches_tracked"):
             state[key] = own[key]
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    )
-    if missing or unexpected or wrong:
-
-        def show(items: list[str]) -> str:
-            return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
-
-        report = [f"weights in {source} do not match {type(module).__name__}:"]
-        if missing:
-            report.append(f"  missing in the file: {show(missing)}")
-        if unexpected:
-            report.append(f"  unexpected in the file: {show(unexpected)}")
-        if wrong:
-            report.append(f"  shape mismatch: {show(wrong)}")
-        report.append("  (is it the state dict of the same architecture?)")
-        raise PretrainedWeightsError("\n".join(report))
+    report = state_dict_mismatch(own, state, where="the file", shape=tuple, limit=8)
+    if report:
+        raise PretrainedWeightsError(
+            "\n".join(
+                [
+                    f"weights in {source} do not match {type(module).__name__}:",
+                    *report,
+                    "  (is it the state dict of the same architecture?)",
+                ]
+            )
+        )
     module.load_state_dict(state, strict=True)
+
+
+def state_dict_mismatch(
+    own: Mapping[str, torch.Tensor],
+    given: Mapping[str, torch.Tensor],
+    *,
+    where: str,
+    shape: Callable[[torch.Size], object] = tuple,
+    limit: int = 8,
+) -> list[str]:
+    """Report lines for the keys of ``given`` that do not fit a module's ``own`` state dict.
+
+    Empty when both have the same keys and shapes. ``where`` names the source in the lines
+    ("missing in {where}: ..."), ``shape`` formats shapes, ``limit`` caps the keys shown per line.
+    """
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    wrong = sorted(
+        f"{k}: file {shape(given[k].shape)} vs model {shape(own[k].shape)}"
+        for k in set(own) & set(given)
+        if tuple(given[k].shape) != tuple(own[k].shape)
+    )
+
+    def show(items: list[str]) -> str:
+        more = f" ... ({len(items)} in all)" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    report = []
+    if missing:
+        report.append(f"  missing in {where}: {show(missing)}")
+    if unexpected:
+        report.append(f"  unexpected in {where}: {show(unexpected)}")
+    if wrong:
+        report.append(f"  shape mismatch: {show(wrong)}")
+    return report
 
 
 def load_pretrained(module: nn.Module, path: str | os.PathLike[str]) -> None:
