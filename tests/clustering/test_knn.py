@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid_clustering import faiss_available, knn_search, rank_by_distance
+from reid_clustering import _knn_bf16, faiss_available, knn_search, rank_by_distance
 from reid_clustering import knn as knn_module
+from reid_clustering._pairwise import dot_error_bound, pair_dot
 from tests.clustering.oracle import clustered_features, plain
 
 
@@ -113,7 +114,106 @@ def test_rank_by_distance_is_a_stable_argsort() -> None:
         rank_by_distance(torch.from_numpy(d), 24)
 
 
-# --- precision="bf16-candidates": bf16 candidates, certified, re-scored exactly ----------------
+# --- the ranking values: pair_dot, the same bits for any batch, chunking or BLAS ----------------
+
+
+def _brute_force(x: np.ndarray | torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition: every pair scored by pair_dot, per row (value desc, index asc)."""
+    x = torch.as_tensor(x)
+    n = x.shape[0]
+    rows, cols = torch.arange(n).repeat_interleave(n), torch.arange(n).repeat(n)
+    vals = pair_dot(x, x, rows, cols).view(n, n)
+    order = vals.sort(dim=1, descending=True, stable=True).indices[:, :k]  # stable: index asc
+    return vals.gather(1, order), order
+
+
+def test_pair_dot_sums_in_the_documented_tree_order() -> None:
+    # D = 3: the tree adds p0 + p2 first, then p1. With p = (2⁻²⁴, 1, 2⁻²⁴) that gives
+    # 2⁻²³ + 1 = 1 + 2⁻²³ exactly, where a left-to-right sum would round (2⁻²⁴ + 1) down to 1.
+    a = torch.tensor([[2.0**-24, 1.0, 2.0**-24]])
+    one = torch.ones(1, 3)
+    got = pair_dot(a, one, torch.tensor([0]), torch.tensor([0]))
+    assert got.item() == 1 + 2.0**-23
+    # D = 4: (p0 + p2) + (p1 + p3).
+    b = torch.tensor([[1.0, 2.0**-24, -1.0, 2.0**-24]])
+    assert pair_dot(b, torch.ones(1, 4), torch.tensor([0]), torch.tensor([0])).item() == 2.0**-23
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 5, 48, 257, 2048])
+def test_pair_dot_is_within_its_bound_and_independent_of_the_batch(dim: int) -> None:
+    g = torch.Generator().manual_seed(dim)
+    x = torch.randn(40, dim, generator=g) * 10.0 ** torch.randint(-3, 4, (40, 1), generator=g)
+    rows = torch.randint(0, 40, (500,), generator=g)
+    cols = torch.randint(0, 40, (500,), generator=g)
+    got = pair_dot(x, x, rows, cols)
+    exact = (x.double()[rows] * x.double()[cols]).sum(1)
+    rel, absolute = dot_error_bound(dim)
+    bound = rel * (x.double()[rows].abs() * x.double()[cols].abs()).sum(1) + absolute
+    assert bool(((got.double() - exact).abs() <= bound).all())
+    # The same pair gives the same bits in any batch: reversed, one by one, in small chunks.
+    perm = torch.arange(499, -1, -1)
+    assert torch.equal(pair_dot(x, x, rows[perm], cols[perm]), got[perm])
+    singles = torch.cat([pair_dot(x, x, rows[t : t + 1], cols[t : t + 1]) for t in range(20)])
+    assert torch.equal(singles, got[:20])
+    assert pair_dot(x, x, rows[:0], cols[:0]).shape == (0,)
+
+
+def test_exact_search_is_the_pair_dot_ranking() -> None:
+    for k, data in ((7, _near_ties()), (31, clustered_features(25, 17, dim=64, seed=11)[0])):
+        values, indices = _brute_force(data, k)
+        for chunk in (None, 1, 37, 64):
+            got = knn_search(data, k=k, precision="exact", chunk_size=chunk)
+            assert torch.equal(got.indices, indices)
+            assert torch.equal(got.similarities, values)
+        q = knn_search(data[:50], data, k=k)  # query against database: the same definition
+        assert torch.equal(q.indices, indices[:50])
+        assert torch.equal(q.similarities, values[:50])
+
+
+def test_rows_with_more_ties_than_kept_candidates_are_recomputed() -> None:
+    # 60 copies of one vector: their rows have 60 tied values, more than the k + 8 kept from the
+    # blocks, so they are recomputed as whole rows; ties go to the lower index.
+    x, _ = clustered_features(10, 10, dim=32, seed=5)
+    x = np.concatenate([np.repeat(x[:1], 60, axis=0), x])
+    got = knn_search(x, k=5, precision="exact", chunk_size=16)
+    values, indices = _brute_force(x, 5)
+    assert torch.equal(got.indices, indices) and torch.equal(got.similarities, values)
+    assert got.indices[:60].tolist() == [[0, 1, 2, 3, 4]] * 60
+
+
+def test_reduced_precision_matmuls_do_not_change_the_result() -> None:
+    x, _ = clustered_features(20, 12, dim=48, seed=8)
+    expected = knn_search(x, k=9, precision="exact")
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # matmuls may round inputs: wider windows
+    try:
+        assert not knn_module._fp32_matmul_is_ieee(torch.device("cpu"))
+        _assert_identical(knn_search(x, k=9, precision="exact"), expected)
+        _assert_identical(knn_search(x, k=9, precision="bf16-candidates"), expected)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def test_norms_that_overflow_float32_products_are_refused() -> None:
+    x = np.eye(4, dtype=np.float32) * 1e19
+    with pytest.raises(ValueError, match="overflow float32"):
+        knn_search(x, k=2)
+    assert knn_search(x / 1e19, k=2).indices[:, 0].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("scale", [1e-25, 1e-12, 1e12, 1e15])
+def test_tiny_and_large_features_are_rescaled_exactly(scale: float) -> None:
+    # Inner products of features around 1e-25 underflow float32 and those around 1e15 are
+    # beyond the bound's range; scaling by a power of two first keeps the neighbours exact.
+    x, _ = clustered_features(6, 10, dim=16, seed=12)
+    expected = knn_search(x, k=5)
+    got = knn_search(x * np.float32(scale), k=5)
+    assert torch.equal(got.indices, expected.indices)
+    q = knn_search(x[:7] * np.float32(scale), x, k=5)
+    assert torch.equal(q.indices, expected.indices[:7])
+
+
+# --- precision="bf16-candidates": bf16 candidates, certified, ranked like the exact path -------
 
 
 def _both(x: np.ndarray | torch.Tensor, k: int, **kwargs: object) -> tuple:
@@ -123,17 +223,19 @@ def _both(x: np.ndarray | torch.Tensor, k: int, **kwargs: object) -> tuple:
 
 
 def _assert_identical(fast: object, exact: object) -> None:
+    # Both rank their candidates with pair_dot: equal by construction, bit for bit.
     assert torch.equal(fast.indices, exact.indices)
-    # The re-scoring uses the exact path's BLAS kernel: the similarities agree bit for bit.
     assert torch.equal(fast.similarities, exact.similarities)
 
 
-def _fast_stats(x: np.ndarray | torch.Tensor, k: int, chunk_size: int | None = None) -> dict:
+def _fast_stats(x: np.ndarray | torch.Tensor, k: int) -> dict:
     """Run the bf16 path directly; fail if it declined (it must not on these inputs)."""
-    stats: dict = {}
-    result = knn_module._knn_bf16_self(torch.as_tensor(x), k, chunk_size, stats)
-    assert result is not None, "the bf16 path fell back to the exact search as a whole"
-    return stats
+    x = torch.as_tensor(x)
+    bounds = knn_module._Bounds.of(x, x)
+    found = _knn_bf16.certified_candidates(x, k, bounds.pair_dot_error(x.shape[1]))
+    assert found is not None, "the bf16 path declined"
+    knn_module._from_bf16_candidates(x, k, found, bounds)
+    return found.stats
 
 
 def _near_ties(seed: int = 0) -> np.ndarray:
@@ -153,8 +255,8 @@ def _near_ties(seed: int = 0) -> np.ndarray:
     [
         ("clustered", 7, None),
         ("clustered", 31, None),
-        ("clustered", 31, 64),  # 7 blocks, the last one 16 rows long
-        ("clustered", 10, 37),  # a last block of 9 rows: the exact path's small-GEMM values
+        ("clustered", 31, 64),
+        ("clustered", 10, 37),
         ("clustered", 5, 16),
         ("shuffled", 31, 100),
         ("scaled", 12, None),  # not normalised, norms from 1e-3 to 1e3
@@ -177,9 +279,9 @@ def test_bf16_candidates_equal_the_exact_search(name: str, k: int, chunk_size: i
             x = x * (10.0 ** rng.uniform(-3, 3, size=(len(x), 1))).astype(np.float32)
     fast, exact = _both(x, k, chunk_size=chunk_size)
     _assert_identical(fast, exact)
-    stats = _fast_stats(x, k, chunk_size)
+    stats = _fast_stats(x, k)
     assert stats["failed_checks"] == 0
-    assert stats["candidates"] >= k * (stats["rows"] - stats["tail_rows"] - stats["fallback_rows"])
+    assert stats["candidates"] >= k * (stats["rows"] - stats["fallback_rows"])
 
 
 def test_bf16_candidates_ties_are_ordered_by_index() -> None:
@@ -205,9 +307,9 @@ def test_bf16_candidates_fall_back_to_whole_rows_on_duplicates() -> None:
 
 def test_bf16_candidates_fall_back_when_the_bound_is_loose(monkeypatch: pytest.MonkeyPatch) -> None:
     # A bound 300× too large certifies only huge candidate sets: rows take the fallback.
-    bound = knn_module._bf16_error_bound
+    bound = _knn_bf16._bf16_error_bound
     monkeypatch.setattr(
-        knn_module,
+        _knn_bf16,
         "_bf16_error_bound",
         lambda x, xb: bound(x, xb) * 300,  # type: ignore[operator]
     )
@@ -220,17 +322,35 @@ def test_bf16_candidates_fall_back_when_the_bound_is_loose(monkeypatch: pytest.M
 
 def test_bf16_candidates_fallback_cap_and_mixed_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     # A tiny cap sends every row with more than k + 2 certified candidates to the fallback: the
-    # result mixes re-scored and recomputed rows.
-    monkeypatch.setattr(knn_module, "_fallback_cap", lambda n, k: k + 2)
+    # result mixes ranked candidates and recomputed rows.
+    monkeypatch.setattr(_knn_bf16, "_fallback_cap", lambda n, k: k + 2)
     x, _ = clustered_features(30, 12, dim=48, seed=10)
     fast, exact = _both(x, 8, chunk_size=50)
     _assert_identical(fast, exact)
-    stats = _fast_stats(x, 8, 50)
+    stats = _fast_stats(x, 8)
     assert 0 < stats["fallback_rows"] < stats["rows"]
 
 
+def test_bf16_self_check_redoes_rows_that_fail_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pretend the bf16 GEMM broke its error model on rows 3 and 7 (their k-th value below the
+    # certified lower bound): those rows are recomputed in float32, and the result is unchanged.
+    real = _knn_bf16.certified_candidates
+
+    def broken(x: torch.Tensor, k: int, err: torch.Tensor) -> _knn_bf16.Candidates:
+        found = real(x, k, err)
+        lb = found.kth_lower_bound.clone()
+        lb[[3, 7]] = torch.inf
+        return found._replace(kth_lower_bound=lb)
+
+    monkeypatch.setattr(_knn_bf16, "certified_candidates", broken)
+    x, _ = clustered_features(10, 10, dim=32, seed=4)
+    exact = knn_search(x, k=6, precision="exact")
+    _assert_identical(knn_search(x, k=6, precision="bf16-candidates"), exact)
+    assert _fast_stats(x, 6)["failed_checks"] == 2
+
+
 def test_bf16_error_bound_holds() -> None:
-    """max |out − e| over all pairs stays below 2⁻⁸|out| + ρ (rows and columns both ways)."""
+    """max |out − v| over all pairs stays below 2⁻⁸|out| + ρ (rows and columns both ways)."""
     rng = np.random.default_rng(0)
     unit, _ = clustered_features(40, 20, dim=256, seed=1)
     cases = {
@@ -245,10 +365,10 @@ def test_bf16_error_bound_holds() -> None:
     for name, features in cases.items():
         x = torch.from_numpy(features)
         xb = x.to(torch.bfloat16)
-        rho = knn_module._bf16_error_bound(x, xb)
+        rho = _knn_bf16._bf16_error_bound(x, xb)
         assert rho is not None
         out = torch.mm(xb, xb.t()).double()  # the bf16 GEMM of the candidate pass
-        exact = torch.mm(x, x.t()).double()  # the exact path's float32 values
+        exact = torch.mm(x.double(), x.double().t())  # the exact inner products (float64)
         err = (out - exact).abs()
         bound = out.abs() * 2.0**-8 + torch.minimum(rho[:, None], rho[None, :])
         ratio = float((err / bound).max())
@@ -256,15 +376,15 @@ def test_bf16_error_bound_holds() -> None:
         if name == "unit":
             assert ratio > 0.05  # and it is not absurdly loose on ordinary features
     huge = torch.full((3, 4), 2.0**62)  # products could overflow float32: no bound, exact path
-    assert knn_module._bf16_error_bound(huge, huge.bfloat16()) is None
+    assert _knn_bf16._bf16_error_bound(huge, huge.bfloat16()) is None
 
 
 def test_bf16_threshold_is_conservative() -> None:
     """τ is below every out whose upper bound reaches lb, including negative and -inf cases."""
     kth = torch.tensor([0.75, 0.001, -0.3, -torch.inf, 0.5]).bfloat16()
     rho = torch.tensor([0.004, 0.004, 0.004, 0.004, 0.6], dtype=torch.float64)
-    tau = knn_module._candidate_threshold(kth, rho).double()
-    lb = knn_module._kth_lower_bound(kth, rho)
+    tau = _knn_bf16._candidate_threshold(kth, rho).double()
+    lb = _knn_bf16._kth_lower_bound(kth, rho)
     assert tau[3] == -torch.inf
     for i in (0, 1, 2, 4):
         # the smallest float32 out with out + 2⁻⁸|out| + ρ >= lb must be kept (out >= τ)
@@ -273,61 +393,33 @@ def test_bf16_threshold_is_conservative() -> None:
         assert float(grid[upper >= lb[i]].min()) >= float(tau[i])
 
 
-def test_bf16_rescoring_reproduces_the_blas_blocks() -> None:
-    """Each grouping of the re-scoring returns the exact path's block values bit for bit."""
-    x = torch.from_numpy(clustered_features(10, 30, dim=2048, seed=2)[0])
-    reference = torch.mm(x, x.t())  # one 300 × 300 block, as the exact path computes it
-    rng = np.random.default_rng(0)
-    width = 24
-    cols = torch.from_numpy(np.stack([rng.choice(300, width, replace=False) for _ in range(300)]))
-    rows = torch.arange(300).repeat_interleave(width)
-    for grouping in knn_module._RESCORE_GROUPINGS:
-        best_v = torch.empty(300, width)
-        best_i = torch.empty(300, width, dtype=torch.int64)
-        knn_module._rescore_rows(
-            x, rows, cols.flatten(), width, 300, None, best_v, best_i, (grouping,)
-        )
-        assert torch.equal(best_v, reference.gather(1, best_i)), grouping
-        assert torch.equal(best_i.sort(dim=1).values, cols.sort(dim=1).values)
-
-
-def test_bf16_guard_sends_a_mismatching_blas_to_the_exact_path(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    x, _ = clustered_features(10, 10, dim=32, seed=4)
-    exact = knn_search(x, k=6, precision="exact")
-    real_bmm = torch.bmm
-
-    def off_by_one_ulp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        out = real_bmm(a, b)
-        return torch.nextafter(out, torch.full_like(out, torch.inf))
-
-    monkeypatch.setattr(torch, "bmm", off_by_one_ulp)
-    assert knn_module._knn_bf16_self(torch.from_numpy(x), 6, None) is None
-    _assert_identical(knn_search(x, k=6, precision="bf16-candidates"), exact)
-
-
 def test_precision_auto_picks_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     wanted = knn_module._bf16_wanted
     big = torch.zeros(4000, 128)
+    monkeypatch.delenv(knn_module.PRECISION_ENV, raising=False)
     monkeypatch.setattr(knn_module, "_cpu_has_fast_bf16", lambda: True)
-    assert wanted("auto", big, 30, None)
-    assert not wanted("auto", big[:1000], 30, None)  # small: the exact search is quick anyway
-    assert not wanted("auto", big[:, :32], 30, None)
-    assert not wanted("exact", big, 30, None)
-    assert wanted("bf16-candidates", big[:10], 3, None)
-    assert not wanted("bf16-candidates", big, 30, 8)  # tiny exact blocks: another BLAS kernel
+    assert wanted("auto", big, 30)
+    assert not wanted("auto", big[:1000], 30)  # small: the exact search is quick anyway
+    assert not wanted("auto", big[:, :32], 30)
+    assert not wanted("exact", big, 30)
+    assert wanted("bf16-candidates", big[:10], 3)
     monkeypatch.setattr(knn_module, "_cpu_has_fast_bf16", lambda: False)
-    assert not wanted("auto", big, 30, None)
-    assert wanted("bf16-candidates", big, 30, None)
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("medium")  # float32 matmuls may use bf16: no certificate
-    try:
-        assert not wanted("bf16-candidates", big, 30, None)
-    finally:
-        torch.set_float32_matmul_precision(previous)
+    assert not wanted("auto", big, 30)
+    assert wanted("bf16-candidates", big, 30)
     with pytest.raises(ValueError, match="unknown kNN precision"):
         knn_search(big[:10], k=2, precision="fp16")
+
+
+def test_environment_variable_forces_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    resolve = knn_module._resolve_precision
+    monkeypatch.setenv(knn_module.PRECISION_ENV, "bf16-candidates")
+    assert resolve("auto") == "bf16-candidates"
+    assert resolve("exact") == "exact"  # an explicit argument wins
+    monkeypatch.setenv(knn_module.PRECISION_ENV, "exact")
+    assert resolve("auto") == "exact"
+    monkeypatch.setenv(knn_module.PRECISION_ENV, "fast")
+    with pytest.raises(ValueError, match="REID_KNN_PRECISION='fast' is not a kNN precision"):
+        knn_search(np.eye(3), k=1)
 
 
 def test_bf16_candidates_query_against_database_is_exact() -> None:
@@ -338,8 +430,10 @@ def test_bf16_candidates_query_against_database_is_exact() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_bf16_candidates_on_the_gpu_is_the_exact_search() -> None:
-    x = torch.from_numpy(clustered_features(8, 10, dim=32, seed=7)[0]).cuda()
-    _assert_identical(
-        knn_search(x, k=5, precision="bf16-candidates"), knn_search(x, k=5, precision="exact")
-    )
+def test_gpu_search_gives_the_cpu_bits() -> None:
+    x = torch.from_numpy(clustered_features(8, 10, dim=32, seed=7)[0])
+    cpu = knn_search(x, k=5)
+    gpu = knn_search(x.cuda(), k=5, precision="bf16-candidates")
+    assert gpu.indices.is_cuda
+    assert torch.equal(gpu.indices.cpu(), cpu.indices)
+    assert torch.equal(gpu.similarities.cpu(), cpu.similarities)

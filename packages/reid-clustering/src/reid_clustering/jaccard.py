@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from ._pairwise import pair_dot
 from ._validation import as_feature_tensor, check_neighbour_counts, l2_normalize_rows
 from .knn import Backend, Precision, knn_search
 from .kreciprocal import jaccard_from_encoding, k_reciprocal_encoding, local_query_expansion
@@ -103,20 +104,11 @@ def compute_jaccard_distance(
 
 
 def _unit_sphere_distance(x: torch.Tensor):  # noqa: ANN202 - a PairDistance
-    """``d(i, j) = 2 − 2⟨x_i, x_j⟩`` (squared Euclidean distance of unit vectors).
-
-    The gathered rows go into two buffers reused across calls: fresh multi-megabyte tensors per
-    chunk cost more in page faults than the arithmetic itself.
-    """
-    buffers: list[torch.Tensor] = []
+    """``d(i, j) = 2 − 2⟨x_i, x_j⟩`` (squared Euclidean distance of unit vectors), with the
+    inner product of :func:`~reid_clustering._pairwise.pair_dot`: the same bits on every
+    machine, like the kNN ranking it weighs."""
 
     def distance(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        m = rows.numel()
-        if not buffers or buffers[0].shape[0] < m:
-            buffers[:] = [x.new_empty(m, x.shape[1]), x.new_empty(m, x.shape[1])]
-        a, b = buffers[0][:m], buffers[1][:m]
-        torch.index_select(x, 0, rows, out=a)
-        torch.index_select(x, 0, cols, out=b)
-        return 2 - 2 * torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).flatten()
+        return 2 - 2 * pair_dot(x, x, rows, cols)
 
     return distance
