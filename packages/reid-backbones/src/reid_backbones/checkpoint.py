@@ -106,9 +106,35 @@ def save_checkpoint(
     return directory
 
 
+def _checkpoint_folder(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder meant by ``path``: the folder itself, or the one holding the given
+    ``model.safetensors``. Any other existing file is refused, naming the folder to give."""
+    path = Path(path)
+    if path.name == WEIGHTS_NAME and not path.is_dir():
+        return path.parent  # a missing weights file is then reported inside its folder
+    if not path.is_file():
+        return path
+    folder = path.parent
+    if (folder / CONFIG_NAME).is_file() or (folder / WEIGHTS_NAME).is_file():
+        hint = f"give its folder '{folder}' (or '{folder / WEIGHTS_NAME}') instead"
+    else:
+        hint = (
+            f"give the folder written by save_checkpoint, which holds {WEIGHTS_NAME} and "
+            f"{CONFIG_NAME} ('{folder}', where this file is, holds neither)"
+        )
+    raise CheckpointError(f"'{path}' is a file, not a checkpoint folder: {hint}")
+
+
 def read_checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint directory (architecture, options, extra...)."""
-    directory = Path(directory)
+    """The parsed ``config.json`` of a checkpoint directory (architecture, options, extra...).
+
+    ``directory`` is the checkpoint folder or the ``model.safetensors`` inside it.
+
+    Raises:
+        CheckpointError: the folder does not exist, ``directory`` is some other file (the
+            message names the folder to give), or ``config.json`` is missing or malformed.
+    """
+    directory = _checkpoint_folder(directory)
     if not directory.is_dir():
         raise CheckpointError(
             f"checkpoint directory '{directory}' does not exist (a checkpoint is a folder "
@@ -150,11 +176,18 @@ def load_checkpoint(
     No pickle is involved: the architecture comes from ``config.json`` and the tensors from
     ``model.safetensors``. The config is available afterwards as :func:`read_checkpoint_config`.
 
+    Args:
+        directory: the checkpoint folder, or the ``model.safetensors`` inside it (its folder is
+            used).
+        device: where to put the model.
+
     Raises:
-        CheckpointError: missing folder or files, unknown architecture/backbone, or weights
-            whose names/shapes differ from the model the config describes.
+        CheckpointError: missing folder or files, a path to any other file than
+            ``model.safetensors`` (the message names the folder to give), unknown
+            architecture/backbone, or weights whose names/shapes differ from the model the
+            config describes.
     """
-    directory = Path(directory)
+    directory = _checkpoint_folder(directory)
     config = read_checkpoint_config(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():

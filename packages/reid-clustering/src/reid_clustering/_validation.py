@@ -56,16 +56,32 @@ def as_feature_tensor(features: object, name: str = "features") -> torch.Tensor:
 
 
 def l2_normalize_rows(features: torch.Tensor, name: str = "features") -> torch.Tensor:
-    """Divide each row by its L2 norm; zero-norm rows are an error (they have no direction)."""
-    norms = features.norm(dim=1)
-    zero = norms == 0
+    """Divide each row by its L2 norm, for any finite magnitude; zero rows are an error.
+
+    A plain float32 norm overflows to inf for entries above ~1e19 (every row would become
+    zeros, one cluster) and loses precision, then underflows to 0, below ~1e-19 (rows refused
+    as zero-norm). So each row is first multiplied by the power of two ``2^-e`` that brings its
+    largest ``|entry|`` into ``[0.5, 1)`` (``e`` from :func:`torch.frexp`, clamped to
+    ``[-126, 126]`` so that ``2^-e`` is a normal float32): an exact scaling, after which the
+    norm can neither overflow nor underflow. Rows of ordinary magnitude give bit-identical
+    results to the plain ``x / ‖x‖``, since the norm and the division commute with an exact
+    power-of-two scaling (as long as no square leaves the normal float32 range).
+
+    Raises:
+        ValueError: some rows are all zero (no direction); the message counts them.
+    """
+    max_abs = torch.linalg.vector_norm(features, ord=float("inf"), dim=1)
+    zero = max_abs == 0
     if bool(zero.any()):
         bad = zero.nonzero().flatten()
         raise ValueError(
             f"{name} has {bad.numel()} rows with zero norm (first rows: {bad[:5].tolist()}); "
             "they cannot be L2-normalised. Remove them or check the feature extractor"
         )
-    return features / norms.unsqueeze(1)
+    exponent = torch.frexp(max_abs).exponent.clamp_(-126, 126)
+    scale = torch.ldexp(torch.ones_like(max_abs), -exponent)
+    scaled = features * scale.unsqueeze(1)
+    return scaled.div_(scaled.norm(dim=1).unsqueeze(1))
 
 
 def check_int(value: object, name: str, minimum: int) -> int:
@@ -78,13 +94,31 @@ def check_int(value: object, name: str, minimum: int) -> int:
 
 
 def check_neighbour_counts(num_samples: int, k1: int, k2: int) -> tuple[int, int]:
-    """k1 and k2 as used by the k-reciprocal encoding: ``1 <= k2 <= k1 < num_samples``."""
+    """k1 and k2 as used by the k-reciprocal encoding: ``1 <= k2 <= k1 < num_samples``.
+
+    Raises:
+        TypeError: ``k1`` or ``k2`` is not an integer.
+        ValueError: ``k1``/``k2`` below 1; fewer than 2 samples (no k1 works); ``N <= k1``
+            (the message suggests a ``k1``, and a ``k2`` where needed, that pass this check);
+            ``k2 > k1``.
+    """
     k1 = check_int(k1, "k1", 1)
     k2 = check_int(k2, "k2", 1)
+    if num_samples < 2:
+        raise ValueError(
+            f"clustering needs at least 2 samples: the k-reciprocal encoding needs 1 <= k1 < N "
+            f"(a neighbour other than the sample itself), got N={num_samples}; give more features"
+        )
     if num_samples <= k1:
+        # Half of N, or the caller's k2 if larger and below N; else k2 has to come down too.
+        hint_k1 = max(num_samples // 2, min(k2, num_samples - 1))
+        if k2 <= hint_k1:
+            advice = f"lower k1 (e.g. k1={hint_k1})"
+        else:
+            advice = f"lower k1 and k2 (e.g. k1={hint_k1}, k2={hint_k1})"
         raise ValueError(
             f"the k-reciprocal encoding needs more samples than k1: got N={num_samples}, "
-            f"k1={k1}; lower k1 (e.g. k1={max(1, num_samples // 2)}) or give more features"
+            f"k1={k1}, k2={k2}; {advice}, as 1 <= k2 <= k1 < N must hold, or give more features"
         )
     if k2 > k1:
         raise ValueError(

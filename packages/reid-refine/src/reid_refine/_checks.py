@@ -20,6 +20,21 @@ def check_float_tensor(x: object, name: str, ndim: int) -> torch.Tensor:
     return x
 
 
+def check_nonempty_batch(x: torch.Tensor, name: str, func: str) -> None:
+    """Refuse an empty batch: ``x`` (``[..., K]``) must hold at least one row to average over.
+
+    The rows are the leading positions ``x.shape[:-1]``; a mean over none of them is NaN.
+
+    Raises:
+        ValueError: naming ``func`` and ``name``, when ``x`` has no rows.
+    """
+    if math.prod(x.shape[:-1]) == 0:
+        raise ValueError(
+            f"{func}: the batch is empty ({name} has shape {tuple(x.shape)}, no rows to "
+            "average the loss over); pass a batch with at least one sample"
+        )
+
+
 def check_targets(targets: object, n: int, num_classes: int, name: str = "targets") -> torch.Tensor:
     """``targets`` must be an integer tensor ``[n]`` with values in ``[0, num_classes)``."""
     if not isinstance(targets, torch.Tensor):

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_refine._checks import check_float_tensor, check_targets, check_unit_interval
+from reid_refine._checks import (
+    check_float_tensor,
+    check_nonempty_batch,
+    check_targets,
+    check_unit_interval,
+)
 from reid_refine.smoothing import (
     one_hot_targets,
     smoothed_targets,
@@ -253,8 +258,12 @@ def dcls_loss(
 
     Returns:
         :class:`DCLSLossOutput` (use ``.total`` for backward).
+
+    Raises:
+        ValueError: on invalid inputs, or on an empty batch (N = 0; the means would be NaN).
     """
     global_logits = check_float_tensor(global_logits, "global_logits", 2)
+    check_nonempty_batch(global_logits, "global_logits", "dcls_loss")
     local_t, global_t = dcls_targets(
         global_feats,
         local_feats,
@@ -279,7 +288,10 @@ def dcls_loss(
 
 
 class DCLSLoss(nn.Module):
-    """Module form of :func:`dcls_loss` holding W_l, W_g, the metric and the ablation options."""
+    """Module form of :func:`dcls_loss` holding W_l, W_g, the metric and the ablation options.
+
+    Raises ValueError on an empty batch (N = 0), like :func:`dcls_loss`.
+    """
 
     def __init__(
         self,

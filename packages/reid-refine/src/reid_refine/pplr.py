@@ -10,6 +10,7 @@ from torch import nn
 from reid_refine._checks import (
     check_agreement,
     check_float_tensor,
+    check_nonempty_batch,
     check_targets,
     check_unit_interval,
 )
@@ -196,8 +197,12 @@ def aals_loss(
 
     Returns:
         Scalar loss (gradients reach ``part_logits`` only).
+
+    Raises:
+        ValueError: on invalid inputs, or on an empty batch (N = 0; the mean would be NaN).
     """
     n, p, k = _check_part_inputs(part_logits, targets, agreement)
+    check_nonempty_batch(part_logits, "part_logits", "aals_loss")
     target = aals_targets(targets, agreement, k, part_logits.dtype)
     per_sample = soft_cross_entropy_unchecked(part_logits, target, "none")  # [N, P]
     entropy_u = (1.0 - agreement.detach().to(part_logits.dtype)) * math.log(k)
@@ -240,8 +245,12 @@ def pglr_loss(
 
     Returns:
         Scalar: batch mean of ``−Σ_k ỹ_k·log_softmax(global_logits)_k``.
+
+    Raises:
+        ValueError: on invalid inputs, or on an empty batch (N = 0; the mean would be NaN).
     """
     global_logits = check_float_tensor(global_logits, "global_logits", 2)
+    check_nonempty_batch(global_logits, "global_logits", "pglr_loss")
     if not isinstance(part_logits, torch.Tensor) or part_logits.dim() != 3:
         check_float_tensor(part_logits, "part_logits", 3)
     if global_logits.shape != (part_logits.shape[0], part_logits.shape[2]):
@@ -254,7 +263,10 @@ def pglr_loss(
 
 
 class AALSLoss(nn.Module):
-    """Module form of :func:`aals_loss` (PPLR Eq. 8): ``[N, P, K]``, ``[N]``, ``[N, P]``."""
+    """Module form of :func:`aals_loss` (PPLR Eq. 8): ``[N, P, K]``, ``[N]``, ``[N, P]``.
+
+    Raises ValueError on an empty batch (N = 0), like :func:`aals_loss`.
+    """
 
     def forward(
         self, part_logits: torch.Tensor, targets: torch.Tensor, agreement: torch.Tensor
@@ -263,7 +275,10 @@ class AALSLoss(nn.Module):
 
 
 class PGLRLoss(nn.Module):
-    """Module form of :func:`pglr_loss` (PPLR Eq. 9-10) with a fixed ``beta``."""
+    """Module form of :func:`pglr_loss` (PPLR Eq. 9-10) with a fixed ``beta``.
+
+    Raises ValueError on an empty batch (N = 0), like :func:`pglr_loss`.
+    """
 
     def __init__(self, beta: float = 0.5) -> None:
         super().__init__()

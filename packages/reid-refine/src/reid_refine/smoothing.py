@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_refine._checks import check_float_tensor, check_targets, check_unit_interval
+from reid_refine._checks import (
+    check_float_tensor,
+    check_nonempty_batch,
+    check_targets,
+    check_unit_interval,
+)
 
 __all__ = [
     "LabelSmoothingLoss",
@@ -33,6 +38,11 @@ def soft_cross_entropy(
 
     Returns:
         The reduced loss.
+
+    Raises:
+        ValueError: on invalid inputs, and for ``reduction="mean"`` on an empty batch (no
+            leading positions, e.g. ``[0, K]`` logits), whose mean would be NaN (``"sum"``
+            gives 0 and ``"none"`` an empty tensor).
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() < 1:
         raise ValueError("logits must be a torch.Tensor with a class dimension [..., K]")
@@ -48,6 +58,8 @@ def soft_cross_entropy(
         raise ValueError("target_probs contains NaN or inf")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if reduction == "mean":
+        check_nonempty_batch(logits, "logits", "soft_cross_entropy")
     return soft_cross_entropy_unchecked(logits, target_probs, reduction)
 
 
@@ -92,8 +104,12 @@ def label_smoothing_loss(
 
     Returns:
         Scalar loss.
+
+    Raises:
+        ValueError: on invalid inputs, or on an empty batch (N = 0; the mean would be NaN).
     """
     logits = check_float_tensor(logits, "logits", 2)
+    check_nonempty_batch(logits, "logits", "label_smoothing_loss")
     n, k = logits.shape
     targets = check_targets(targets, n, k)
     eps = check_unit_interval(epsilon, "epsilon")
@@ -101,14 +117,20 @@ def label_smoothing_loss(
 
 
 class SoftCrossEntropyLoss(nn.Module):
-    """Module form of :func:`soft_cross_entropy` (``[..., K]`` logits and targets → scalar)."""
+    """Module form of :func:`soft_cross_entropy` (``[..., K]`` logits and targets → scalar).
+
+    Raises ValueError on an empty batch, like :func:`soft_cross_entropy` with ``"mean"``.
+    """
 
     def forward(self, logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
         return soft_cross_entropy(logits, target_probs)
 
 
 class LabelSmoothingLoss(nn.Module):
-    """Module form of :func:`label_smoothing_loss` (``[N, K]``, ``[N]`` → scalar)."""
+    """Module form of :func:`label_smoothing_loss` (``[N, K]``, ``[N]`` → scalar).
+
+    Raises ValueError on an empty batch (N = 0), like :func:`label_smoothing_loss`.
+    """
 
     def __init__(self, epsilon: float = 0.1) -> None:
         super().__init__()
