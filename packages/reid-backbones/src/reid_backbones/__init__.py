@@ -20,6 +20,7 @@ from .attention import (
 )
 from .checkpoint import (
     CheckpointError,
+    check_checkpoint,
     load_checkpoint,
     read_checkpoint_config,
     save_checkpoint,
@@ -91,6 +92,7 @@ __all__ = [
     "load_pretrained",
     "load_safetensors",
     "load_state_dict_checked",
+    "check_checkpoint",
     "read_checkpoint_config",
     "region_rows",
     "register_attention",

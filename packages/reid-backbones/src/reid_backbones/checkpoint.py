@@ -8,6 +8,8 @@ versions of torch / torchvision / reid-backbones that wrote it, and the caller's
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -20,12 +22,19 @@ from torch import nn
 
 from .models import MODELS, ReIDModel, build_model
 from .resnet import BACKBONES, state_dict_mismatch
-from .safetensors_format import SafetensorsError, atomic_write, load_safetensors, save_safetensors
+from .safetensors_format import (
+    SafetensorsError,
+    atomic_write,
+    load_safetensors,
+    read_safetensors_header,
+    save_safetensors,
+)
 
 __all__ = [
     "CONFIG_NAME",
     "CheckpointError",
     "WEIGHTS_NAME",
+    "check_checkpoint",
     "load_checkpoint",
     "read_checkpoint_config",
     "save_checkpoint",
@@ -123,6 +132,66 @@ def _checkpoint_folder(path: str | os.PathLike[str]) -> Path:
             f"{CONFIG_NAME} ('{folder}', where this file is, holds neither)"
         )
     raise CheckpointError(f"'{path}' is a file, not a checkpoint folder: {hint}")
+
+
+def check_checkpoint(checkpoint: str | os.PathLike[str]) -> Path:
+    """Check quickly that ``checkpoint`` looks loadable; return its folder.
+
+    Meant to run before anything slow (scanning a dataset), so that a typo in the path fails at
+    once. ``checkpoint`` is the folder written by :func:`save_checkpoint` or the
+    ``model.safetensors`` inside it. Checked: the path exists; ``config.json`` parses and names
+    an architecture and backbone this package knows; ``model.safetensors`` is there and starts
+    with a valid safetensors header. The tensors themselves are not read
+    (:func:`load_checkpoint` does that, and compares them with the config).
+
+    Raises:
+        CheckpointError: what is wrong and what to give instead.
+    """
+    folder = _checkpoint_folder(checkpoint)
+    if not folder.exists():
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' does not exist{_nearby(folder)} (a checkpoint is a "
+            f"folder holding {WEIGHTS_NAME} and {CONFIG_NAME}, written by save_checkpoint; give "
+            f"that folder or the {WEIGHTS_NAME} in it)"
+        )
+    config = read_checkpoint_config(folder)
+    arch, backbone = config["architecture"], config["backbone"]
+    if arch not in MODELS:
+        raise CheckpointError(
+            f"'{folder / CONFIG_NAME}' names an unknown architecture {arch!r} (this "
+            f"reid-backbones knows {', '.join(MODELS)}); was it written by a newer version?"
+        )
+    if backbone not in BACKBONES:
+        raise CheckpointError(
+            f"'{folder / CONFIG_NAME}' names an unknown backbone {backbone!r} "
+            f"(known: {', '.join(BACKBONES)})"
+        )
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(
+            f"'{folder}' has {CONFIG_NAME} but no {WEIGHTS_NAME}: the checkpoint is incomplete "
+            "(was the copy interrupted?)"
+        )
+    try:
+        read_safetensors_header(weights)
+    except (OSError, SafetensorsError) as e:
+        raise CheckpointError(
+            f"{e}; re-save the checkpoint with reid_backbones.save_checkpoint, or copy the file "
+            "again if it was cut short"
+        ) from e
+    return folder
+
+
+def _nearby(path: Path) -> str:
+    """``"; did you mean 'X'?"`` for a sibling folder whose name is close to ``path``'s."""
+    parent = path.parent
+    try:  # a bounded look: the parent may be a huge folder
+        entries = itertools.islice(parent.iterdir(), 2000) if parent.is_dir() else ()
+        names = [p.name for p in entries if p.is_dir()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f"; did you mean '{parent / close[0]}'?" if close else ""
 
 
 def read_checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:

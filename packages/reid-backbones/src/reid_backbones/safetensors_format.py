@@ -132,6 +132,29 @@ def _parse_header(raw: bytearray, path: Path) -> tuple[dict[str, dict], dict[str
     return header, metadata, 8 + n
 
 
+def read_safetensors_header(path: str | os.PathLike[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """The header of a safetensors file, ``(tensor entries, metadata)``, reading only its first
+    bytes: a quick validity check before a long job.
+
+    Raises:
+        FileNotFoundError: no such file.
+        SafetensorsError: too short, or a malformed or overlong header.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        raw = bytearray(f.read(8))
+        if len(raw) == 8:
+            (n,) = struct.unpack("<Q", raw)
+            if n > _MAX_HEADER or 8 + n > size:
+                raise SafetensorsError(
+                    f"'{path}' is not a safetensors file (header length {n}, file size {size})"
+                )
+            raw += f.read(n)
+    header, metadata, _ = _parse_header(raw, path)
+    return header, metadata
+
+
 def load_safetensors(
     path: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

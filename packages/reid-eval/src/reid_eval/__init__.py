@@ -8,10 +8,13 @@
 - :func:`re_ranking` (classic, squares its inputs) and :func:`re_ranking_features` (features in,
   block by block): k-reciprocal re-ranking on reid-clustering's k-reciprocal encoding.
 - :func:`extract_features`, :func:`pairwise_distance`: features and distances.
-- :func:`evaluate_checkpoint`: a saved model on a dataset (the ``reid-eval`` command).
+- :func:`evaluate_checkpoint`: a saved model on a dataset (the ``reid-eval`` command);
+  :func:`check_checkpoint`: the quick check it starts with (path exists, files readable).
+- :func:`resolve_device`: parse and check a device string (``"cuda:1"``) before any work,
+  raising ``ValueError`` with the problem and the fix (no GPU, index out of range, typo).
 """
 
-from .checkpoint_eval import CheckpointEvaluation, evaluate_checkpoint
+from .checkpoint_eval import CheckpointEvaluation, check_checkpoint, evaluate_checkpoint
 from .datasets import (
     DatasetError,
     DatasetLayoutError,
@@ -20,6 +23,7 @@ from .datasets import (
     load_dataset,
     make_synthetic_dataset,
 )
+from .devices import resolve_device
 from .distance import iter_distance_chunks, pairwise_distance
 from .evaluator import QueryGallerySplit, ReIDEvaluator, evaluate_features
 from .features import ImageReadError, extract_features, pixel_features
@@ -39,6 +43,7 @@ __all__ = [
     "ReIDDataset",
     "ReIDEvaluator",
     "__version__",
+    "check_checkpoint",
     "evaluate_features",
     "evaluate_rank",
     "evaluate_records",
@@ -52,4 +57,5 @@ __all__ = [
     "pixel_features",
     "re_ranking",
     "re_ranking_features",
+    "resolve_device",
 ]

@@ -9,15 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from reid_backbones import load_checkpoint, read_checkpoint_config
+from reid_backbones import check_checkpoint, load_checkpoint, read_checkpoint_config
 
 from .datasets.base import ReIDDataset
+from .devices import resolve_device
 from .distance import pairwise_distance
 from .features import IMAGENET_MEAN, IMAGENET_STD, extract_features
 from .metrics import RankResult, evaluate_records
 from .rerank import re_ranking_features
 
-__all__ = ["CheckpointEvaluation", "evaluate_checkpoint"]
+__all__ = ["CheckpointEvaluation", "check_checkpoint", "evaluate_checkpoint"]
 
 
 @dataclass
@@ -54,6 +55,8 @@ def evaluate_checkpoint(
 ) -> CheckpointEvaluation:
     """Load ``checkpoint``, extract query/gallery features and compute mAP/CMC/mINP.
 
+    ``checkpoint`` is the folder or the ``model.safetensors`` in it (see
+    :func:`check_checkpoint`, run first, as is :func:`reid_eval.resolve_device` on ``device``).
     The model's own input size and normalisation (from ``config.json``) are used. Distances are
     squared Euclidean between L2-normalised global features (the PPLR/SpCL evaluation);
     ``rerank`` adds the k-reciprocal re-ranked result (:func:`reid_eval.re_ranking_features`,
@@ -61,8 +64,10 @@ def evaluate_checkpoint(
 
     Raises:
         reid_backbones.CheckpointError: not a checkpoint folder, or weights and config disagree.
-        ValueError: the dataset has no query or gallery images.
+        ValueError: the dataset has no query or gallery images, or ``device`` is unusable.
     """
+    device = resolve_device(device)
+    checkpoint = check_checkpoint(checkpoint)
     config = read_checkpoint_config(checkpoint)
     if not dataset.query or not dataset.gallery:
         raise ValueError(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .datasets import SyntheticConfig, dataset_names, load_dataset, make_synthetic_dataset
 from .datasets.base import DatasetError, ReIDDataset
+from .devices import resolve_device
 from .features import ImageReadError
 from .metrics import RankResult
 
@@ -120,6 +121,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from .baselines import evaluate_baseline
 
+    device = resolve_device(args.device, name="--device")  # before the dataset scan
     dataset = load_dataset(args.dataset, args.data_root)
     dataset.summary()
     results = {}
@@ -131,7 +133,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
             seed=args.seed,
             size=(args.height, args.width),
             batch_size=args.batch_size,
-            device=args.device,
+            device=device,
         )
         print(f"{name}: evaluated in {time.perf_counter() - start:.1f} s")
     print(format_metrics(results))
@@ -146,8 +148,11 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint_eval import evaluate_checkpoint
+    from .checkpoint_eval import check_checkpoint, evaluate_checkpoint
 
+    # Cheap checks first, so that a typo fails in milliseconds rather than after the dataset scan.
+    device = resolve_device(args.device, name="--device")
+    checkpoint = check_checkpoint(args.checkpoint)
     if args.tsne:
         from .tsne import check_tsne_dependencies
 
@@ -162,12 +167,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset.summary()
     start = time.perf_counter()
     evaluation = evaluate_checkpoint(
-        args.checkpoint,
+        checkpoint,
         dataset,
         rerank=args.rerank,
         flip=args.flip,
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
         num_workers=args.workers,
         progress=not args.quiet,
     )
@@ -281,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--output", help="write the metrics to this JSON file")
     p.set_defaults(func=_cmd_baseline)
 
@@ -289,14 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a checkpoint (the default: 'reid-eval --checkpoint DIR ...')",
     )
-    p.add_argument("--checkpoint", required=True, help="folder written by save_checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="folder written by save_checkpoint (or the model.safetensors in it)",
+    )
     p.add_argument("--dataset", required=True, help=f"layout: {names}")
     p.add_argument("--data-root", required=True)
     p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking")
     p.add_argument("--flip", action="store_true", help="average with horizontally flipped images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--output", help="write the metrics to this JSON file")
     p.add_argument(
         "--visualize",

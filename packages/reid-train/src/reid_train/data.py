@@ -19,6 +19,9 @@ the worker: one epoch, or the whole run with ``persistent_workers``. The thresho
 applies per loading process: with W workers up to W × ``max_bad_images`` bad files can be
 skipped in one epoch before an error, and a bad file met by several workers is warned about by
 each. With ``workers: 0`` the count is exact and spans the life of the dataset object.
+The warnings are located at the line of this module that met the bad file, not at the
+DataLoader's frame in torch, so logs show where they come from and filters on
+``module="reid_train.data"`` apply.
 
 Augmentation randomness. v2 transforms draw from torch's global RNG. When an item comes as
 ``(index, seed)`` (the :class:`~reid_train.sampler.PKBatchSampler` with ``augment_seeds=True``,
@@ -29,8 +32,10 @@ number of workers, and the caller's RNG state is left untouched.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -145,7 +150,12 @@ class _BadImageLog:
         return path in self.reasons
 
     def add(self, path: str, error: Exception, what_next: str) -> None:
-        """Record ``path``; warn, or raise once more than ``max_bad_images`` are recorded."""
+        """Record ``path``; warn, or raise once more than ``max_bad_images`` are recorded.
+
+        The warning is attributed to the caller's line (the dataset method that met the bad
+        file), not to whatever frame is above it: datasets are called from torch's DataLoader
+        (``torch/utils/data/_utils/fetch.py``), which would otherwise be the reported location.
+        """
         self.reasons[path] = str(error)
         count = len(self.reasons)
         if count > self.max_bad_images:
@@ -155,12 +165,26 @@ class _BadImageLog:
                 f"(counted per loading process); fix or remove them, or raise "
                 f"runtime.max_bad_images:\n{listing}"
             )
-        warnings.warn(
+        _warn_here(
             f"skipping unreadable image '{path}' ({error}); {what_next} "
             f"[{count}/{self.max_bad_images} bad images allowed in this process]",
             BadImageWarning,
-            stacklevel=3,
+            sys._getframe(1),
         )
+
+
+def _warn_here(message: str, category: type[Warning], frame: FrameType) -> None:
+    """``warnings.warn`` located at ``frame``'s current line (file, line, module, registry)."""
+    module_globals = frame.f_globals
+    warnings.warn_explicit(
+        message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=module_globals.get("__name__", "reid_train.data"),
+        registry=module_globals.setdefault("__warningregistry__", {}),
+        module_globals=module_globals,
+    )
 
 
 def _split_item(item: int | tuple[int, int] | Sequence[int]) -> tuple[int, int | None]:
@@ -263,6 +287,11 @@ class TrainImageDataset(Dataset):
         }
 
 
+_OUTLIER = "its features are zeros and it is treated as an outlier"
+#: The warning's ending for an evaluation's query / gallery images.
+LEFT_OUT_OF_EVALUATION = "it is left out of this evaluation"
+
+
 class ImageDataset(Dataset):
     """Images for feature extraction: ``{"image", "index", "valid"}`` per record, in order.
 
@@ -275,6 +304,7 @@ class ImageDataset(Dataset):
         transform: PIL image → ``[3, H, W]`` tensor (e.g. :func:`build_test_transform`).
         size: ``(height, width)`` of the zero image returned for an unreadable file.
         max_bad_images, loader: as in :class:`TrainImageDataset`.
+        what_next: how the caller uses an invalid row, for the warning (default: an outlier).
     """
 
     def __init__(
@@ -285,12 +315,14 @@ class ImageDataset(Dataset):
         *,
         max_bad_images: int = 10,
         loader: Callable[[str], Image.Image] = load_image,
+        what_next: str = _OUTLIER,
     ) -> None:
         self.records = list(records)
         self.transform = transform
         self.size = (int(size[0]), int(size[1]))
         self.loader = loader
         self.bad = _BadImageLog(max_bad_images)
+        self.what_next = what_next
 
     def __len__(self) -> int:
         return len(self.records)
@@ -302,7 +334,7 @@ class ImageDataset(Dataset):
                 image = self.transform(self.loader(path))
                 return {"image": image, "index": int(index), "valid": True}
             except ImageReadError as e:
-                self.bad.add(path, e, "its features are zeros and it is treated as an outlier")
+                self.bad.add(path, e, self.what_next)
         return {"image": torch.zeros(3, *self.size), "index": int(index), "valid": False}
 
 
@@ -381,6 +413,7 @@ def build_extract_loader(
     *,
     max_bad_images: int = 10,
     device: torch.device | str | None = None,
+    what_next: str = _OUTLIER,
 ) -> DataLoader:
     """Loader for feature extraction (clustering, evaluation): test transform, records in order,
     ``data.test_batch_size`` per batch; batches ``{"image", "index", "valid"}`` (see
@@ -390,6 +423,7 @@ def build_extract_loader(
         build_test_transform(data),
         (data.height, data.width),
         max_bad_images=max_bad_images,
+        what_next=what_next,
     )
     return DataLoader(
         dataset,
