@@ -106,3 +106,31 @@ def test_warning_filters_by_module_and_category_still_apply(tmp_path: Path) -> N
         warnings.simplefilter("error", BadImageWarning)
         with pytest.raises(BadImageWarning, match="not an image"):
             fresh()[0]
+
+
+def test_unreadable_query_image_is_left_out_of_the_training_evaluation(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A truncated query image is not scored as a query with zero features: it is left out of
+    the evaluation, the warnings say so, and metrics.jsonl counts it."""
+    import json
+    import shutil
+
+    from reid_train.config import load_config
+    from reid_train.engine import Trainer
+
+    data = Path(shutil.copytree(synthetic_root, tmp_path / "data"))
+    victim = sorted((data / "query").glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
+    cfg = load_config(tiny, [f"data.data_root={data}", "optim.epochs=1", "runtime.plots=false"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(cfg, tmp_path / "run").fit()
+    messages = [str(w.message) for w in caught]
+    assert any(victim.name in m and "left out of this evaluation" in m for m in messages)
+    assert any("1 query and 0 gallery images are unreadable and left out" in m for m in messages)
+    (record,) = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert record["left_out"] == {"query": 1, "gallery": 0}

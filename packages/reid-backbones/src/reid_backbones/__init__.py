@@ -37,6 +37,8 @@ from .models import (
     ReIDModel,
     ReIDOutput,
     build_model,
+    check_input_size,
+    feature_map_size,
 )
 from .onnx_export import export_onnx
 from .resnet import (
@@ -84,6 +86,8 @@ __all__ = [
     "build_attention",
     "build_backbone",
     "build_model",
+    "check_input_size",
+    "feature_map_size",
     "convert_to_ghost_bn",
     "convert_to_ibn_a",
     "export_onnx",

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from .attention import ATTENTIONS
 from .ghost_bn import convert_to_ghost_bn
-from .heads import BNNeck, PartBranch, make_classifier
+from .heads import BNNeck, PartBranch, make_classifier, region_rows
 from .resnet import PretrainedSource, build_backbone
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "ReIDModel",
     "ReIDOutput",
     "build_model",
+    "check_input_size",
+    "feature_map_size",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,6 +109,49 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def feature_map_size(input_size: Sequence[int], last_stride: int = 1) -> tuple[int, int]:
+    """``(h, w)`` of the ResNet feature map for images of ``input_size = (H, W)``.
+
+    Every strided layer (the 7×7 stem, the max-pool, layers 2-4; layer 4 only with
+    ``last_stride=2``) maps a side ``n`` to ``⌊(n − 1)/2⌋ + 1``: 256×128 gives 16×8 with
+    ``last_stride=1`` and 8×4 with 2.
+    """
+    strided = 5 if last_stride == 2 else 4
+    sides = []
+    for n in input_size:
+        for _ in range(strided):
+            n = (n - 1) // 2 + 1
+        sides.append(n)
+    return sides[0], sides[1]
+
+
+def check_input_size(
+    name: str, input_size: Sequence[int], last_stride: int = 1, **options: Any
+) -> None:
+    """Raise a ValueError when images of ``input_size`` are too small for model ``name``: its
+    part / region split needs more feature-map rows than the backbone leaves (checked before any
+    image is read, e.g. by a training config)."""
+    opts = _check_options(name, options)
+    h, _ = feature_map_size(input_size, last_stride)
+    if name == "pplr":
+        regions, overlap, what = opts["num_parts"], False, "num_parts"
+    elif name == "dcls" and opts["num_regions"] > 0:
+        regions, overlap, what = opts["num_regions"], opts["overlap"], "num_regions"
+    else:
+        return
+    try:
+        region_rows(h, regions, overlap)
+    except ValueError:
+        need = regions + 1 if overlap else regions
+        stride = 32 if last_stride == 2 else 16
+        raise ValueError(
+            f"images {input_size[0]}x{input_size[1]} give a feature map {h} rows tall (stride "
+            f"{stride}), too short for {what}={regions} {'overlapping' if overlap else 'disjoint'}"
+            f" regions (needs >= {need} rows): use images at least {(need - 1) * stride + 1} "
+            f"pixels tall, or fewer {what.replace('num_', '')}"
+        ) from None
+
+
 class ReIDModel(nn.Module):
     """Backbone + global BNNeck/classifier + optional part/local branch (see the module doc).
 
@@ -143,6 +188,8 @@ class ReIDModel(nn.Module):
             raise ValueError("input_size needs (height, width); mean and std need 3 values each")
         self.arch = arch
         self.options = _check_options(arch, options)
+        if last_stride in (1, 2):  # (other values: the backbone's own error)
+            check_input_size(arch, input_size, last_stride, **self.options)
         self.backbone_name = backbone
         self.last_stride = last_stride
         self.bn_groups = 1

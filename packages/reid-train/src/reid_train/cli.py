@@ -1,8 +1,11 @@
-"""The ``reid-train`` command; also ``python -m reid_train``, ``accelerate launch -m reid_train``.
+"""The ``reid-train`` command; also ``python -m reid_train``, ``accelerate launch -m reid_train``
+and ``accelerate launch --no_python reid-train`` (``accelerate launch reid-train`` alone makes
+accelerate run ``python reid-train``, a file that does not exist).
 
 ::
 
-    reid-train --config configs/pplr_market1501.yaml [--output-dir DIR] [--resume] [key=value ...]
+    reid-train --config configs/pplr_market1501.yaml [--output-dir DIR] [--resume | --overwrite]
+               [key=value ...]
     reid-train plot RUN_DIR [--out DIR] [--dpi 120]
 
 ``key=value`` overrides use dotted keys (``optim.lr=1e-4 method.use_aals=false``) and may come
@@ -26,18 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of a training run (``reid-train --config FILE ...``)."""
     parser = argparse.ArgumentParser(
         prog="reid-train",
-        usage="%(prog)s [-h] [--version] --config CONFIG [--output-dir OUTPUT_DIR] [--resume] "
-        "[key=value ...]\n       %(prog)s plot RUN_DIR [--out DIR] [--dpi DPI]",
+        usage="%(prog)s [-h] [--version] --config CONFIG [--output-dir OUTPUT_DIR] "
+        "[--resume | --overwrite] [key=value ...]\n       %(prog)s plot RUN_DIR [--out DIR] "
+        "[--dpi DPI]",
         description="Unsupervised re-ID training (baseline, PPLR, PPLR+camera, DCLS). "
         "'reid-train plot RUN_DIR' draws the figures of a run (see 'reid-train plot -h').",
         epilog="Multi-GPU / multi-process: accelerate launch [--multi_gpu --num_processes N] "
-        "-m reid_train --config FILE ...",
+        "-m reid_train --config FILE ... (or: accelerate launch ... --no_python reid-train "
+        "--config FILE ...)",
     )
     parser.add_argument("--version", action="version", version=f"reid-train {__version__}")
     parser.add_argument("--config", required=True, help="YAML file (see configs/)")
     parser.add_argument("--output-dir", help="run folder (default: runtime.output_dir)")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in the output folder"
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    runs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in the output folder (a new run refuses one otherwise)",
     )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4"
@@ -95,14 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError, load_config
     from .data import BadImagesError
     from .engine import TrainingDivergedError, train
+    from .run_dir import RunDirError
 
     try:
         config = load_config(args.config, args.overrides)
         if args.output_dir:
             config.runtime.output_dir = args.output_dir
-        evaluations = train(config, config.runtime.output_dir, resume=args.resume)
+        evaluations = train(
+            config, config.runtime.output_dir, resume=args.resume, overwrite=args.overwrite
+        )
     except (ConfigError, DatasetError, ImageReadError, BadImagesError, PretrainedWeightsError,
-            FileNotFoundError) as e:  # fmt: skip
+            RunDirError, FileNotFoundError) as e:  # fmt: skip
         print(f"reid-train: error: {e}", file=sys.stderr)
         return 2
     except TrainingDivergedError as e:

@@ -97,6 +97,9 @@ class DataConfig:
     data_root: str = "data/market1501"
     #: Extra keyword options of the layout (e.g. ``include_val: false`` for msmt17).
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: ``dataset: synthetic`` only: a missing ``data_root`` is generated with this seed (as
+    #: ``reid-eval make-synthetic ROOT --seed S`` would). No other dataset is ever created.
+    synthetic_seed: int = 0
     height: int = 384
     width: int = 128
     #: Images per process and step (P × K).
@@ -385,6 +388,11 @@ def _validate(cfg: TrainConfig) -> list[str]:
         need(ok and math.isfinite(value), f"{key} must be in {lo}, 1], got {value}")
 
     d, m, c, me, o, r = cfg.data, cfg.model, cfg.cluster, cfg.method, cfg.optim, cfg.runtime
+    for name in _SECTIONS:  # every number is finite (inf / nan never mean "unlimited" here)
+        for key, value in vars(getattr(cfg, name)).items():
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                need(False, f"{name}.{key} must hold finite numbers, got {value}")
     # data
     key = d.dataset.lower().replace("-", "").replace("_", "")
     need(
@@ -392,6 +400,7 @@ def _validate(cfg: TrainConfig) -> list[str]:
         f"data.dataset {d.dataset!r} is unknown; choose one of {', '.join(_DATASET_NAMES)}",
     )
     need(d.height >= 1 and d.width >= 1, f"data.height/width must be >= 1: {d.height}x{d.width}")
+    need(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0, got {d.synthetic_seed}")
     need(d.num_instances >= 1, f"data.num_instances must be >= 1, got {d.num_instances}")
     if d.num_instances >= 1:
         need(
@@ -425,12 +434,17 @@ def _validate(cfg: TrainConfig) -> list[str]:
         )
     need(m.num_parts >= 1, f"model.num_parts must be >= 1, got {m.num_parts}")
     need(m.num_regions >= 0, f"model.num_regions must be >= 0, got {m.num_regions}")
-    from reid_backbones import ATTENTIONS  # the registry (custom blocks may be registered)
+    from reid_backbones import ATTENTIONS, check_input_size  # the registry: custom blocks too
 
     need(
         m.attention in ATTENTIONS,
         f"model.attention {m.attention!r} is unknown; choose one of {', '.join(ATTENTIONS)}",
     )
+    if not p and m.arch is not None:  # the parts / regions fit the feature map
+        try:
+            check_input_size(m.arch, (d.height, d.width), m.last_stride, **m.options())
+        except ValueError as e:
+            need(False, f"data.height/width: {e} (model.num_parts / model.num_regions)")
     # cluster
     need(0 < c.eps < 1, f"cluster.eps must be in (0, 1) (a Jaccard distance), got {c.eps}")
     need(c.min_samples >= 1, f"cluster.min_samples must be >= 1, got {c.min_samples}")
@@ -474,8 +488,11 @@ def _validate(cfg: TrainConfig) -> list[str]:
         if me.guidance == "non_cross" and me.local_smoothing == "dcls":
             need(n_l == 3, f"method.guidance 'non_cross' needs model.num_regions 3, got {n_l}")
     # optim
-    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
-    need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    need(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a finite number > 0, got {o.lr}")
+    need(
+        o.weight_decay >= 0 and math.isfinite(o.weight_decay),
+        f"optim.weight_decay must be a finite number >= 0, got {o.weight_decay}",
+    )
     need(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
     need(0 < o.gamma <= 1, f"optim.gamma must be in (0, 1], got {o.gamma}")
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
@@ -803,6 +820,13 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
             and the closest valid ones), wrong types or invalid values.
     """
     path = Path(path)
+    if path.is_dir():
+        examples = sorted(p.name for p in path.glob("*.yaml"))[:5]
+        hint = f" (it holds {', '.join(examples)})" if examples else ""
+        raise FileNotFoundError(
+            f"--config '{path}' is a folder; give a YAML file in it{hint}, e.g. "
+            f"--config {path / (examples[0] if examples else 'pplr_market1501.yaml')}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"config file '{path}' does not exist")
     try:

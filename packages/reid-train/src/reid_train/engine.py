@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from accelerate import Accelerator
-from accelerate.utils import broadcast, set_seed
+from accelerate.utils import broadcast, broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
 from reid_backbones import ReIDModel, build_model, save_checkpoint
@@ -51,6 +52,7 @@ from reid_eval import (
     evaluate_features,
     evaluate_records,
     load_dataset,
+    make_synthetic_dataset,
 )
 from reid_eval.rerank import re_ranking_features
 from reid_refine import (
@@ -63,14 +65,33 @@ from reid_refine import (
 )
 
 from .config import ConfigError, TrainConfig, config_to_dict, save_config
-from .data import build_extract_loader, build_train_loader
+from .data import (
+    LEFT_OUT_OF_EVALUATION,
+    BadImagesError,
+    build_extract_loader,
+    build_train_loader,
+)
 from .losses import camera_proxies, camera_proxy_loss, soft_triplet_loss
+from .run_dir import (
+    BEST_DIR,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    LAST_DIR,
+    METRICS_FILE,
+    STATE_DIR,
+    TRAINER_STATE,
+    RunDirError,
+    RunLock,
+    check_new_run,
+    clear_run,
+    fault_point,
+    recover_state,
+    replace_dir,
+    truncate_logs,
+)
 from .sampler import TooFewIdentitiesError
 
 __all__ = ["EpochSummary", "Trainer", "TrainingDivergedError", "camera_debiased", "train"]
-
-STATE_DIR, BEST_DIR, LAST_DIR = "state", "best", "last"
-METRICS_FILE, HISTORY_FILE, TRAINER_STATE = "metrics.jsonl", "history.jsonl", "trainer.json"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -115,6 +136,7 @@ class Trainer:
         output_dir: str | os.PathLike[str] | None = None,
         *,
         resume: bool = False,
+        overwrite: bool = False,
         accelerator: Accelerator | None = None,
     ) -> None:
         config.validate()
@@ -124,13 +146,14 @@ class Trainer:
         self.acc = accelerator or Accelerator(
             mixed_precision=config.runtime.mixed_precision, cpu=not torch.cuda.is_available()
         )
+        self._lock: RunLock | None = None
+        # Nothing is written before these checks pass (run_dir module docstring).
+        self._on_main(lambda: None if resume else check_new_run(self.out, overwrite))
         if config.runtime.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         set_seed(config.runtime.seed)
-        self.dataset: ReIDDataset = load_dataset(
-            config.data.dataset, config.data.data_root, **config.data.dataset_options
-        )
+        self.dataset: ReIDDataset = self._load_dataset()
         self.train_records: list[ImageRecord] = list(self.dataset.train)
         self.train_pids, self.train_camids = _ids(self.train_records)  # reporting / debiasing
         capacity = config.model.max_clusters or (
@@ -145,16 +168,101 @@ class Trainer:
         self.acc.register_for_checkpointing(self.scheduler)
         self.start_epoch, self.best_map, self.best_epoch = 0, -1.0, -1
         self.trained_epochs = 0
-        if resume:
-            self._load_state()
-        elif self.acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.out / "config.yaml")
-            for name in (METRICS_FILE, HISTORY_FILE):
-                (self.out / name).unlink(missing_ok=True)
-        self.acc.wait_for_everyone()
+        try:
+            self._on_main(lambda: self._claim_run_dir(overwrite))
+            if resume:
+                self._load_state()
+            self.acc.wait_for_everyone()
+        except BaseException:
+            self.close()
+            raise
         self._tb = self._open_tensorboard()
         self._last_summary: EpochSummary | None = None
+
+    def _on_main(self, job: Any) -> Any:
+        """Run ``job`` on the main process; a :class:`RunDirError` or :class:`ConfigError` it
+        raises is raised on every process (the others would otherwise wait forever)."""
+        failure: list[Any] = [None]
+        result = None
+        if self.acc.is_main_process:
+            try:
+                result = job()
+            except (RunDirError, ConfigError) as e:
+                failure = [(type(e).__name__, str(e))]
+        if self.acc.num_processes > 1:
+            broadcast_object_list(failure, from_process=0)
+        if failure[0] is not None:
+            kind, message = failure[0]
+            raise (ConfigError if kind == "ConfigError" else RunDirError)(message)
+        return result
+
+    def _claim_run_dir(self, overwrite: bool) -> None:
+        """Main process: lock the run folder, then prepare it for a new or a resumed run."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(self.out).acquire()
+        if self._lock.note:
+            self._print(self._lock.note)
+        if self.resume:
+            state_dir, note = recover_state(self.out)
+            if note:
+                self._print(f"--resume: {note}")
+            saved = json.loads((state_dir / TRAINER_STATE).read_text())
+            self._check_resumed_config()
+            dropped = truncate_logs(self.out, int(saved["epoch"]), (METRICS_FILE, HISTORY_FILE))
+            if dropped:
+                self._print(
+                    f"--resume: dropped {dropped} log line(s) written after the saved state "
+                    f"(epoch {saved['epoch']}); those epochs run again"
+                )
+        else:
+            if overwrite and check_new_run(self.out, overwrite=True):
+                clear_run(self.out)
+                self._print(f"--overwrite: removed the previous run in '{self.out}'")
+        save_config(self.cfg, self.out / CONFIG_FILE)
+
+    def _check_resumed_config(self) -> None:
+        """Refuse a resume whose config changes the model or the method; name changed keys."""
+        path = self.out / CONFIG_FILE
+        if not path.is_file():
+            return  # a state without config.yaml (an older run): nothing to compare
+        try:
+            saved = _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        except yaml.YAMLError as e:
+            raise RunDirError(f"--resume: cannot read '{path}': {e}") from None
+        now = _flatten(config_to_dict(self.cfg))
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        fixed = [k for k in changed if _fixes_the_model(k, self.cfg)]
+        if fixed:
+            listing = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in fixed)
+            raise RunDirError(
+                f"--resume: the run in '{self.out}' was trained with another model or method "
+                f"({listing}); resume with the saved settings (drop those overrides), or start "
+                "a new run in another --output-dir"
+            )
+        if changed:
+            listing = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            self._print(f"--resume: continuing with changed settings ({listing})")
+
+    def _load_dataset(self) -> ReIDDataset:
+        """The configured dataset; the built-in synthetic one is generated where it is missing."""
+        d = self.cfg.data
+        root = Path(d.data_root)
+        if _is_synthetic(d.dataset) and not root.exists():
+            with self.acc.main_process_first():
+                if self.acc.is_main_process and not root.exists():
+                    self._print(
+                        f"data.data_root '{root}' does not exist: generating the synthetic "
+                        f"dataset there (seed {d.synthetic_seed}, as 'reid-eval make-synthetic "
+                        f"{root} --seed {d.synthetic_seed}' would)"
+                    )
+                    make_synthetic_dataset(root, seed=d.synthetic_seed)
+        return load_dataset(d.dataset, d.data_root, **d.dataset_options)
+
+    def close(self) -> None:
+        """Release the run folder's lock (done by :meth:`fit` when it ends, however it ends)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _open_tensorboard(self) -> Any:
         wanted = self.cfg.runtime.tensorboard
@@ -178,7 +286,15 @@ class Trainer:
         return self.acc.unwrap_model(self.model)
 
     def fit(self) -> list[dict[str, Any]]:
-        """Train from the start (or the resumed) epoch to ``optim.epochs``; return the metrics."""
+        """Train from the start (or the resumed) epoch to ``optim.epochs``; return the metrics.
+
+        The run folder's lock is released when this returns or raises."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> list[dict[str, Any]]:
         cfg = self.cfg
         evaluations: list[dict[str, Any]] = []
         if cfg.runtime.eval_before_training and self.start_epoch == 0:
@@ -192,6 +308,7 @@ class Trainer:
                 summary.times["eval"] = time.perf_counter() - start
                 evaluations.append(record)
             self._log_epoch(summary)
+            fault_point("logged", epoch)
             if _every(epoch, cfg.runtime.save_every) or last:
                 self._save(epoch)
         if self._tb is not None:
@@ -493,7 +610,7 @@ class Trainer:
 
     @torch.no_grad()
     def _extract(
-        self, records: list[ImageRecord], parts: bool = False
+        self, records: list[ImageRecord], parts: bool = False, **loader_options: Any
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """L2-normalised features of ``records`` (each process its shard, gathered on all).
 
@@ -507,6 +624,7 @@ class Trainer:
         loader = build_extract_loader(
             [records[i] for i in shard], self.cfg.data,
             max_bad_images=self.cfg.runtime.max_bad_images, device=self.acc.device,
+            **loader_options,
         )  # fmt: skip
         net, was_training = self.net, self.net.training
         net.eval()
@@ -544,21 +662,32 @@ class Trainer:
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """mAP/CMC/mINP on query vs gallery (main process computes, every process extracts)."""
         records = list(self.dataset.query) + list(self.dataset.gallery)
-        feats, _, _ = self._extract(records)
+        feats, _, valid = self._extract(records, what_next=LEFT_OUT_OF_EVALUATION)
         nq = len(self.dataset.query)
         record: dict[str, Any] = {"epoch": epoch}
         if self.acc.is_main_process:
-            q_ids, g_ids = _ids(self.dataset.query), _ids(self.dataset.gallery)
-            result = evaluate_features(
-                feats[:nq], feats[nq:], q_ids[0], g_ids[0], q_ids[1], g_ids[1]
-            )
+            query = [r for r, ok in zip(self.dataset.query, valid[:nq].tolist(), strict=True) if ok]
+            gallery = [
+                r for r, ok in zip(self.dataset.gallery, valid[nq:].tolist(), strict=True) if ok
+            ]
+            qf, gf = feats[:nq][valid[:nq]], feats[nq:][valid[nq:]]
+            if len(query) < nq or len(gallery) < len(records) - nq:
+                left = {"query": nq - len(query), "gallery": len(records) - nq - len(gallery)}
+                record["left_out"] = left
+                self._warn(
+                    f"evaluation of epoch {epoch}: {left['query']} query and {left['gallery']} "
+                    "gallery images are unreadable and left out of it (the warnings above name "
+                    "them); the metrics cover the remaining images"
+                )
+                if not query or not gallery:
+                    raise BadImagesError(
+                        "no readable query or gallery image is left to evaluate; fix the images"
+                    )
+            q_ids, g_ids = _ids(query), _ids(gallery)
+            result = evaluate_features(qf, gf, q_ids[0], g_ids[0], q_ids[1], g_ids[1])
             record.update(_metrics(result))
             if self.cfg.runtime.rerank:
-                reranked = evaluate_records(
-                    re_ranking_features(feats[:nq], feats[nq:]),
-                    self.dataset.query,
-                    self.dataset.gallery,
-                )
+                reranked = evaluate_records(re_ranking_features(qf, gf), query, gallery)
                 record["rerank"] = _metrics(reranked)
             if record["mAP"] > self.best_map:
                 self.best_map, self.best_epoch = record["mAP"], epoch
@@ -592,7 +721,7 @@ class Trainer:
         tmp = self.out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_checkpoint(self.net, tmp, extra=extra)
-        _replace_dir(tmp, self.out / name)
+        replace_dir(tmp, self.out / name)
 
     def _save(self, epoch: int) -> None:
         """``last/`` (model) and ``state/`` (everything for --resume), atomically."""
@@ -607,18 +736,23 @@ class Trainer:
                 "trained_epochs": self.trained_epochs,
             }  # fmt: skip
             (tmp / TRAINER_STATE).write_text(json.dumps(state) + "\n")
-            _replace_dir(tmp, self.out / STATE_DIR)
+            fault_point("state_written", epoch)
+            replace_dir(
+                tmp, self.out / STATE_DIR, between=lambda: fault_point("state_moved", epoch)
+            )
             self._save_model(LAST_DIR, epoch)
         self.acc.wait_for_everyone()
 
     def _load_state(self) -> None:
-        state_dir = self.out / STATE_DIR
-        if not (state_dir / TRAINER_STATE).is_file():
-            raise FileNotFoundError(
-                f"--resume: '{state_dir}' holds no saved training state; start without --resume "
-                "or point --output-dir at the run to continue"
-            )
-        self.acc.load_state(str(state_dir))
+        state_dir = self.out / STATE_DIR  # put in place by _claim_run_dir on the main process
+        try:
+            self.acc.load_state(str(state_dir))
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise RunDirError(
+                f"--resume: the state in '{state_dir}' does not fit this model and optimizer "
+                f"({str(e).splitlines()[0]}); resume with the run's own config.yaml, or start a "
+                "new run in another --output-dir"
+            ) from e
         state = json.loads((state_dir / TRAINER_STATE).read_text())
         self.start_epoch = int(state["epoch"]) + 1
         self.best_map, self.best_epoch = float(state["best_mAP"]), int(state["best_epoch"])
@@ -678,9 +812,10 @@ def train(
     output_dir: str | os.PathLike[str] | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``config`` (see :class:`Trainer`); return one metrics record per evaluation."""
-    return Trainer(config, output_dir, resume=resume).fit()
+    return Trainer(config, output_dir, resume=resume, overwrite=overwrite).fit()
 
 
 def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -709,14 +844,31 @@ def _build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Put ``tmp`` in place of ``final`` (the old copy is removed only after the rename)."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def _is_synthetic(name: str) -> bool:
+    return name.lower().replace("-", "").replace("_", "") == "synthetic"
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` → ``{"optim.lr": 1}`` (lists and free-form values kept whole)."""
+    if not isinstance(data, dict) or prefix.endswith("dataset_options."):
+        return {prefix[:-1]: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+# Keys whose change makes a saved state unusable: the model's shape and input, the method.
+_MODEL_KEYS = ("model.", "method.name", "data.height", "data.width", "data.mean", "data.std")
+
+
+def _fixes_the_model(key: str, cfg: TrainConfig) -> bool:
+    if key.startswith(_MODEL_KEYS):
+        return True
+    # The classifiers' capacity follows the training set size / min_samples when not fixed (a
+    # moved data_root is fine: a size change is caught when the state is loaded).
+    capacity = ("data.dataset", "data.dataset_options", "cluster.min_samples")
+    return cfg.model.max_clusters is None and key.startswith(capacity)
 
 
 def _every(epoch: int, n: int) -> bool:
