@@ -22,10 +22,10 @@ set -x
 reid-eval make-synthetic "$DATA_DIR" --seed "$SEED" --reuse
 reid-eval make-synthetic "$SOURCE_DIR" --seed "$((SEED + 100))" --reuse
 if [[ ! -f "$SOURCE_RUN/last/model.safetensors" ]]; then
-    reid-train --config configs/synthetic_source.yaml --output-dir "$SOURCE_RUN" \
+    reid-train --config configs/synthetic_source.yaml --output-dir "$SOURCE_RUN" --overwrite \
         "data.data_root=$SOURCE_DIR"
 fi
-reid-train --config configs/synthetic_pplr.yaml --output-dir "$RUN_DIR" \
+reid-train --config configs/synthetic_pplr.yaml --output-dir "$RUN_DIR" --overwrite \
     "data.data_root=$DATA_DIR" "model.pretrained=$SOURCE_RUN/last" \
     runtime.eval_before_training=true "$@"
 reid-eval --checkpoint "$RUN_DIR/best" --dataset synthetic --data-root "$DATA_DIR" \

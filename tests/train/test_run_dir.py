@@ -259,17 +259,45 @@ def test_missing_synthetic_root_is_generated(
     calls = []
 
     def fake_generate(root: Path, seed: int) -> Path:  # a copy of the small session dataset
-        calls.append((Path(root), seed))
+        calls.append((Path(root).name, seed))
         return Path(shutil.copytree(synthetic_root, root))
 
     monkeypatch.setattr(engine_module, "make_synthetic_dataset", fake_generate)
     data = tmp_path / "fresh" / "synthetic"
     cfg = tiny(data, "optim.epochs=1", "data.synthetic_seed=7")
     Trainer(cfg, tmp_path / "run").close()
-    assert calls == [(data, 7)]
+    assert calls == [(".synthetic.tmp", 7)] and (data / "query").is_dir()
     Trainer(cfg, tmp_path / "run2").close()  # present now: not generated again
     assert len(calls) == 1
     other = load_config(TINY, [f"data.data_root={tmp_path / 'none'}", "data.dataset=market1501"])
     with pytest.raises(Exception, match="does not exist"):  # no other dataset is ever made
         Trainer(other, tmp_path / "run3")
     assert len(calls) == 1 and not (tmp_path / "none").exists()
+
+
+def test_accelerate_launch_no_python_form_on_a_clean_checkout(tmp_path: Path) -> None:
+    """``accelerate launch --multi_gpu --num_processes 2 --no_python reid-train``, two real CPU
+    ranks (gloo), into a data root that does not exist: the main process generates the default
+    synthetic dataset once, the other waits for it, and both train."""
+    import shutil
+
+    bin_dir = str(Path(sys.executable).parent)
+    launcher = shutil.which("accelerate", path=bin_dir)
+    script = shutil.which("reid-train", path=bin_dir)
+    if launcher is None or script is None:
+        pytest.skip("the accelerate launcher / reid-train script are not installed beside Python")
+    data, out = tmp_path / "data" / "synthetic", tmp_path / "run"
+    cmd = [
+        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--no_python", script,
+        "--config", str(TINY), "--output-dir", str(out), f"data.data_root={data}",
+        "optim.epochs=1", "optim.iters=1", "runtime.plots=false",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout + done.stderr
+    assert said.count("generating the synthetic dataset there (seed 0") == 1
+    assert (data / "synthetic.json").is_file()
+    (epoch,) = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert len(epoch["batch_digests"]) == 2

@@ -247,7 +247,7 @@ class Trainer:
         """The configured dataset; the built-in synthetic one is generated where it is missing."""
         d = self.cfg.data
         root = Path(d.data_root)
-        if _is_synthetic(d.dataset) and not root.exists():
+        if _is_synthetic(d.dataset):  # every process enters (a barrier), the main one writes
             with self.acc.main_process_first():
                 if self.acc.is_main_process and not root.exists():
                     self._print(
@@ -255,7 +255,11 @@ class Trainer:
                         f"dataset there (seed {d.synthetic_seed}, as 'reid-eval make-synthetic "
                         f"{root} --seed {d.synthetic_seed}' would)"
                     )
-                    make_synthetic_dataset(root, seed=d.synthetic_seed)
+                    # Written beside and renamed: an interrupted generation leaves no half root.
+                    tmp = root.with_name(f".{root.name}.tmp")
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    make_synthetic_dataset(tmp, seed=d.synthetic_seed)
+                    tmp.rename(root)
         return load_dataset(d.dataset, d.data_root, **d.dataset_options)
 
     def close(self) -> None:
