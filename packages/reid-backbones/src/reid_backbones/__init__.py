@@ -55,7 +55,7 @@ from .resnet import (
 )
 from .safetensors_format import SafetensorsError, load_safetensors, save_safetensors
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ATTENTIONS",

@@ -29,7 +29,7 @@ from .kreciprocal import (
 )
 from .quality import LabelQuality, pseudo_label_quality
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BACKENDS",

@@ -30,7 +30,7 @@ from .features import ImageReadError, extract_features, pixel_features
 from .metrics import RankResult, evaluate_rank, evaluate_records
 from .rerank import iter_re_ranking_features, re_ranking, re_ranking_features
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "CheckpointEvaluation",

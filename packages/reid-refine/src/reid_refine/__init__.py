@@ -35,7 +35,7 @@ from reid_refine.smoothing import (
     soft_cross_entropy,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AALSLoss",

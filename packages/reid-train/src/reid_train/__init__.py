@@ -50,7 +50,7 @@ from reid_train.losses import (
 )
 from reid_train.sampler import PKBatchSampler, TooFewIdentitiesError, epoch_generator
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ARCHITECTURES",
