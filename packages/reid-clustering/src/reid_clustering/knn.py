@@ -178,9 +178,7 @@ def knn_search(
     return result
 
 
-def _rescaled(
-    q: torch.Tensor, db: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _rescaled(q: torch.Tensor, db: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Scale features whose norms are far from 1 by powers of two (exact), so that their inner
     products neither overflow nor underflow float32; returns the factor of the similarities.
 
