@@ -91,6 +91,7 @@ def slug(text: str) -> str:
 def reid_train(config: str, out: Path, overrides: list[str]) -> None:
     """One training run in a fresh process; raises with its output tail when it fails."""
     cmd = [sys.executable, "-m", "reid_train", "--config", config, "--output-dir", str(out)]
+    cmd.append("--overwrite")  # an unfinished run of an interrupted sweep is redone
     proc = subprocess.run(
         cmd + overrides, cwd=ROOT, capture_output=True, text=True, check=False
     )  # fmt: skip

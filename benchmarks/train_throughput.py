@@ -35,6 +35,7 @@ def run(setting: str, args: argparse.Namespace, out: Path) -> dict:
     config = ROOT / "configs" / f"synthetic_{args.method}.yaml"
     cmd = [
         sys.executable, "-m", "reid_train", "--config", str(config), "--output-dir", str(out),
+        "--overwrite",
         f"data.data_root={args.data_root}", f"optim.epochs={args.epochs}",
         f"optim.iters={args.iters}", "runtime.eval_every=1000", *SETTINGS[setting],
     ]  # fmt: skip
