@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from pathlib import Path
 
@@ -90,8 +91,13 @@ def test_feature_conventions(images: torch.Tensor) -> None:
     fmap = model.backbone(images)
     torch.testing.assert_close(out.global_features, fmap.mean((2, 3)))
     torch.testing.assert_close(out.global_logits, model.classifier(out.global_bn_features))
-    stripes = [fmap[:, :, a:b].mean((2, 3)) for a, b in ((0, 1), (1, 3), (3, 4))]
+    # The default parts are AdaptiveAvgPool2d((3, 1)) bins of the 4-row map: [0,2), [1,3), [2,4).
+    stripes = [fmap[:, :, a:b].mean((2, 3)) for a, b in ((0, 2), (1, 3), (2, 4))]
     torch.testing.assert_close(out.part_pooled_features, torch.stack(stripes, 1))
+    disjoint = build_model("pplr", "resnet18", num_classes=K, part_bins="disjoint").train()
+    disjoint.load_state_dict(model.state_dict())
+    stripes = [fmap[:, :, a:b].mean((2, 3)) for a, b in ((0, 1), (1, 3), (3, 4))]
+    torch.testing.assert_close(disjoint(images).part_pooled_features, torch.stack(stripes, 1))
     for i in range(3):
         torch.testing.assert_close(
             out.part_logits[:, i], model.parts.classifiers[i](out.part_features[:, i])
@@ -239,3 +245,43 @@ def test_load_centroids_writes_rows_in_place_and_keeps_parameters() -> None:
         model.load_centroids(torch.randn(11, 512), torch.randn(11, 2, 512))
     with pytest.raises(ValueError, match="part_centroids must be"):
         model.load_centroids(g, None)
+
+
+@pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 8, 16, 17, 24])
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 6])
+def test_adaptive_part_bins_equal_adaptive_avg_pool(height: int, parts: int) -> None:
+    """PPLR's official parts: nn.AdaptiveAvgPool2d((P, 1)) of the backbone map."""
+    fmap = torch.randn(2, 5, height, 3, dtype=torch.float64)
+    branch = PartBranch(5, parts, overlap=False, adaptive=True)
+    expected = torch.nn.AdaptiveAvgPool2d((parts, 1))(fmap).squeeze(3).transpose(1, 2)
+    torch.testing.assert_close(branch.pool(fmap), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_adaptive_part_bins_known_rows() -> None:
+    # VeRi-776 at 256x256 (H = 16): neighbouring stripes share a row; 64x32 (H = 4) likewise.
+    assert region_rows(16, 3, overlap=False, adaptive=True) == [(0, 6), (5, 11), (10, 16)]
+    assert region_rows(4, 3, overlap=False, adaptive=True) == [(0, 2), (1, 3), (2, 4)]
+    assert region_rows(24, 3, overlap=False, adaptive=True) == [(0, 8), (8, 16), (16, 24)]
+    assert region_rows(2, 3, overlap=False, adaptive=True) == [(0, 1), (0, 2), (1, 2)]
+    with pytest.raises(ValueError, match="overlap=False"):
+        region_rows(16, 3, overlap=True, adaptive=True)
+
+
+def test_pplr_part_bins_option_and_old_checkpoints(tmp_path: Path) -> None:
+    from reid_backbones import load_checkpoint, save_checkpoint
+
+    adaptive = build_model("pplr", backbone="resnet18", num_classes=4, input_size=(64, 32))
+    assert adaptive.parts is not None and adaptive.parts.adaptive
+    disjoint = build_model(
+        "pplr", backbone="resnet18", num_classes=4, input_size=(64, 32), part_bins="disjoint"
+    )
+    assert disjoint.parts is not None and not disjoint.parts.adaptive
+    with pytest.raises(ValueError, match="part_bins must be one of adaptive, disjoint"):
+        build_model("pplr", backbone="resnet18", part_bins="overlap")
+    save_checkpoint(adaptive, tmp_path / "new")
+    assert load_checkpoint(tmp_path / "new").parts.adaptive  # type: ignore[union-attr]
+    # A checkpoint written before the option existed pooled disjoint stripes: it stays so.
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    del config["options"]["part_bins"]
+    (tmp_path / "new" / "config.json").write_text(json.dumps(config))
+    assert not load_checkpoint(tmp_path / "new").parts.adaptive  # type: ignore[union-attr]

@@ -273,13 +273,16 @@ def load_checkpoint(
         )
     keys = ("last_stride", "bn_groups", "input_size", "mean", "std")
     kwargs = {k: config[k] for k in keys if k in config}
+    options = dict(config.get("options", {}))
+    if arch == "pplr":  # saved before part_bins existed: those models pooled disjoint stripes
+        options.setdefault("part_bins", "disjoint")
     try:
         model = build_model(
             arch,
             backbone=backbone,
             num_classes=int(config["num_classes"]),
             **kwargs,
-            **config.get("options", {}),
+            **options,
         )
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"the {CONFIG_NAME} of '{directory}' cannot be built: {e}") from e

@@ -15,10 +15,16 @@ def _round_half_up(x: float) -> int:
     return int(x + 0.5)
 
 
-def region_rows(height: int, num_regions: int, overlap: bool) -> list[tuple[int, int]]:
+def region_rows(
+    height: int, num_regions: int, overlap: bool, *, adaptive: bool = False
+) -> list[tuple[int, int]]:
     """Row ranges ``[start, end)`` of ``num_regions`` horizontal regions of a map ``height`` tall.
 
-    * ``overlap=False`` — uniform disjoint stripes (PPLR Sec. 3.1; DCLS's "non-cross"
+    * ``adaptive=True`` — the bins of ``nn.AdaptiveAvgPool2d((N, 1))``, which the official PPLR
+      code pools its parts with: region i covers rows ``⌊i·H/N⌋`` to ``⌈(i+1)·H/N⌉``, so
+      neighbouring regions share a row when N does not divide H (H = 16, N = 3: ``[0, 6),
+      [5, 11), [10, 16)``; H = 4: ``[0, 2), [1, 3), [2, 4)``). Works for any H >= 1.
+    * ``overlap=False`` — uniform disjoint stripes (the PPLR text, Sec. 3.1; DCLS's "non-cross"
       ablation): edges ``round(i·H/N)``, so the stripes tile the map and their heights differ by
       at most one row (H = 24, N = 3: ``[0, 8), [8, 16), [16, 24)``).
     * ``overlap=True`` — DCLS regions (Sec. 3.2: neighbouring regions overlap): the map is cut
@@ -32,6 +38,13 @@ def region_rows(height: int, num_regions: int, overlap: bool) -> list[tuple[int,
     """
     if num_regions < 1:
         raise ValueError(f"num_regions must be >= 1, got {num_regions}")
+    if adaptive:
+        if overlap:
+            raise ValueError("adaptive bins are their own layout: pass overlap=False with them")
+        if height < 1:
+            raise ValueError(f"a feature map needs at least one row, got {height}")
+        return [(i * height // num_regions, -(-(i + 1) * height // num_regions))
+                for i in range(num_regions)]  # fmt: skip
     bands = num_regions + 1 if overlap else num_regions
     if height < bands:
         raise ValueError(
@@ -69,7 +82,8 @@ def make_classifier(in_features: int, num_classes: int, like: torch.Tensor) -> n
 class PartBranch(nn.Module):
     """Attention → horizontal regions → average pooling → per-region BNNeck and classifier.
 
-    PPLR (Sec. 3.1): no attention, P disjoint stripes. DCLS (Sec. 3.2, Fig. 1-2): an attention
+    PPLR (Sec. 3.1): no attention, P stripes (by default the official code's adaptive-pooling
+    bins, ``adaptive=True``; disjoint stripes otherwise). DCLS (Sec. 3.2, Fig. 1-2): an attention
     block (``soft`` by default) and N_l overlapping regions. Region ranges come from
     :func:`region_rows` applied to the map height at run time.
 
@@ -82,6 +96,7 @@ class PartBranch(nn.Module):
         num_regions: int,
         *,
         overlap: bool,
+        adaptive: bool = False,
         attention: str = "none",
         num_classes: int = 0,
     ) -> None:
@@ -90,6 +105,7 @@ class PartBranch(nn.Module):
             raise ValueError(f"a part branch needs at least one region, got {num_regions}")
         self.num_regions = num_regions
         self.overlap = overlap
+        self.adaptive = adaptive
         self.attention = build_attention(attention, channels)
         self.necks = nn.ModuleList(BNNeck(channels) for _ in range(num_regions))
         like = self.necks[0].weight
@@ -98,7 +114,7 @@ class PartBranch(nn.Module):
 
     def rows(self, height: int) -> list[tuple[int, int]]:
         """Region row ranges for a feature map ``height`` rows tall."""
-        return region_rows(height, self.num_regions, self.overlap)
+        return region_rows(height, self.num_regions, self.overlap, adaptive=self.adaptive)
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
         """Average-pool each region of the (attended) map: ``[N, C, H, W]`` → ``[N, P, C]``."""

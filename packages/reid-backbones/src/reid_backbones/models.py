@@ -35,6 +35,7 @@ __all__ = [
     "IMAGENET_STD",
     "MODELS",
     "MODEL_OPTIONS",
+    "PART_BINS",
     "ReIDModel",
     "ReIDOutput",
     "build_model",
@@ -45,10 +46,14 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: PPLR part layouts: "adaptive" = the bins of nn.AdaptiveAvgPool2d((P, 1)) (official code;
+#: neighbours share a row when P does not divide the map height), "disjoint" = uniform stripes.
+PART_BINS: tuple[str, ...] = ("adaptive", "disjoint")
+
 #: architecture -> its options and their defaults (the keyword ``**options`` of build_model).
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
-    "pplr": {"num_parts": 3},
+    "pplr": {"num_parts": 3, "part_bins": "adaptive"},
     "dcls": {"attention": "soft", "num_regions": 3, "overlap": True},
 }
 
@@ -95,6 +100,10 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         p = resolved["num_parts"]
         if not isinstance(p, int) or isinstance(p, bool) or p < 1:
             raise ValueError(f"num_parts must be a positive integer, got {p!r}")
+        if resolved["part_bins"] not in PART_BINS:
+            raise ValueError(
+                f"part_bins must be one of {', '.join(PART_BINS)}, got {resolved['part_bins']!r}"
+            )
     if name == "dcls":
         n = resolved["num_regions"]
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -134,6 +143,8 @@ def check_input_size(
     opts = _check_options(name, options)
     h, _ = feature_map_size(input_size, last_stride)
     if name == "pplr":
+        if opts["part_bins"] == "adaptive":
+            return  # adaptive bins fit any map height
         regions, overlap, what = opts["num_parts"], False, "num_parts"
     elif name == "dcls" and opts["num_regions"] > 0:
         regions, overlap, what = opts["num_regions"], opts["overlap"], "num_regions"
@@ -205,7 +216,11 @@ class ReIDModel(nn.Module):
         self.parts: PartBranch | None = None
         if arch == "pplr":
             self.parts = PartBranch(
-                dim, self.options["num_parts"], overlap=False, num_classes=num_classes
+                dim,
+                self.options["num_parts"],
+                overlap=False,
+                adaptive=self.options["part_bins"] == "adaptive",
+                num_classes=num_classes,
             )
         elif arch == "dcls" and self.options["num_regions"] > 0:
             self.parts = PartBranch(
@@ -390,7 +405,8 @@ def build_model(
         input_size: ``(height, width)`` the model is meant for (metadata for checkpoints and
             export; 256×128 in DCLS, 384×128 in PPLR).
         mean, std: the input normalisation (metadata; ImageNet's by default).
-        **options: architecture options — pplr: ``num_parts=3``; dcls: ``attention="soft"``,
+        **options: architecture options — pplr: ``num_parts=3``, ``part_bins="adaptive"``
+            (or ``"disjoint"``); dcls: ``attention="soft"``,
             ``num_regions=3``, ``overlap=True``. Unknown ones raise a TypeError listing the valid
             ones.
     """

@@ -146,6 +146,10 @@ class ModelConfig:
     bn_groups: int = 1
     #: PPLR: horizontal stripes P.
     num_parts: int = 3
+    #: PPLR: "adaptive" = the bins of AdaptiveAvgPool2d((P, 1)) as in the official code
+    #: (neighbouring stripes share a row when P does not divide the map height); "disjoint" =
+    #: uniform stripes that tile the map.
+    part_bins: Literal["adaptive", "disjoint"] = "adaptive"
     #: DCLS: attention block of the local branch (soft, cbam, eca, se, none).
     attention: str = "soft"
     #: DCLS: local regions N_l (0, 2 or 3 in the paper).
@@ -159,7 +163,7 @@ class ModelConfig:
     def options(self) -> dict[str, Any]:
         """The architecture's ``**options`` for ``build_model`` (only those it accepts)."""
         if self.arch == "pplr":
-            return {"num_parts": self.num_parts}
+            return {"num_parts": self.num_parts, "part_bins": self.part_bins}
         if self.arch == "dcls":
             return {
                 "attention": self.attention,
