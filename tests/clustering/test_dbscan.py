@@ -14,7 +14,7 @@ from reid_clustering import (
     dbscan_pseudo_labels,
     pseudo_label_quality,
 )
-from tests.clustering.oracle import clustered_features, plain
+from tests.clustering.oracle import assert_knn_separated, clustered_features, plain
 
 
 def test_recovers_well_separated_planted_clusters() -> None:
@@ -38,9 +38,16 @@ def test_dense_and_sparse_paths_give_identical_labels(eps: float) -> None:
 
 def test_labels_equal_dbscan_on_the_plain_reference_distance() -> None:
     x, _ = clustered_features(15, 10, dim=16, noise=0.8, seed=2)
-    expected = DBSCAN(eps=0.5, min_samples=4, metric="precomputed").fit_predict(
-        plain.plain_jaccard_distance(x, 30, 6)
+    # The reference ranks neighbours by a numpy (BLAS) matmul, ours by pair_dot: equal labels
+    # need no near-tie at the ranked-list cuts (k1 = 30, half = 16, k2 = 6) ...
+    assert_knn_separated(x, (6, 16, 30))
+    reference = plain.plain_jaccard_distance(x, 30, 6)
+    # ... and no distance within rounding of eps, so that both put every pair on the same side.
+    np.testing.assert_allclose(
+        compute_jaccard_distance(x, 30, 6, normalize=False), reference, rtol=0, atol=2e-6
     )
+    assert np.abs(reference - 0.5).min() > 1e-5
+    expected = DBSCAN(eps=0.5, min_samples=4, metric="precomputed").fit_predict(reference)
     assert np.array_equal(dbscan_pseudo_labels(x, 0.5, normalize=False), expected)
 
 

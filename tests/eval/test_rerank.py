@@ -8,10 +8,29 @@ import torch
 
 from reid_eval.rerank import iter_re_ranking_features, re_ranking, re_ranking_features
 from tests.clustering.oracle import clustered_features, plain
+from tests.helpers import assert_rank_gaps, gamma32
 
 
 def _sq_euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1).astype(np.float32)
+
+
+# Where re-ranking depends on the ranked lists (k1 = 20, k2 = 6): the first k2, half_width(k1) = 11
+# and k1 + 1 = 21 columns (the sample itself first).
+RANK_CUTS = (6, 11, 21)
+
+
+def _exact_distances(x: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Squared Euclidean distances of all rows of ``x`` (float64), and error bounds of float32
+    evaluations: ``‖a‖² + ‖b‖² − 2⟨a, b⟩`` (any matmul kernel, shape or chunk size) is within
+    ``γ_{D+2}(‖a‖ + ‖b‖)² <= 4γ_{D+2}·max‖x‖²`` of the exact value, the elementwise
+    ``Σ(a − b)²`` within ``γ_{D+3}·d``. Two rankings of such values can only differ where exact
+    distances are closer than the sum of the two computations' bounds (:func:`assert_rank_gaps`).
+    """
+    x64 = x.astype(np.float64)
+    exact = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    dim, norm2 = x.shape[1], float((x64**2).sum(1).max())
+    return exact, 4 * gamma32(dim + 2) * norm2, gamma32(dim + 3) * float(exact.max())
 
 
 def test_hand_checkable_case() -> None:
@@ -47,6 +66,10 @@ def test_features_in_equals_the_classic_on_squared_euclidean_distances() -> None
     x, _ = clustered_features(12, 10, dim=24, noise=0.8, seed=3)
     x = x * np.linspace(0.5, 2.0, x.shape[0], dtype=np.float32)[:, None]  # not unit norm
     q, g = x[:30], x[30:]
+    # The classic ranks elementwise distances, ours matmul ones (chunks of 7 or all rows):
+    # the same neighbours only if the data has no near-tie at the cuts.
+    exact, by_matmul, elementwise = _exact_distances(x)
+    assert_rank_gaps(exact, RANK_CUTS, by_matmul + elementwise, descending=False)
     classic = re_ranking(_sq_euclidean(q, g), _sq_euclidean(q, q), _sq_euclidean(g, g))
     for chunk in (7, 1024):
         ours = re_ranking_features(q, g, chunk_size=chunk)
@@ -106,14 +129,44 @@ def test_evaluator_rerank_equals_ranking_the_reranked_matrix() -> None:
     evaluator.process(torch.from_numpy(x[q_idx]), labels[q_idx], cams[q_idx])
     evaluator.process(torch.from_numpy(x[g_idx]), labels[g_idx], cams[g_idx])
     got = evaluator.evaluate(rerank=True)
-    expected = evaluate_rank(
-        re_ranking_features(x[q_idx], x[g_idx]),
-        labels[q_idx],
-        labels[g_idx],
-        cams[q_idx],
-        cams[g_idx],
-    )
+    euclidean = re_ranking_features(x[q_idx], x[g_idx])
+    ids = (labels[q_idx], labels[g_idx], cams[q_idx], cams[g_idx])
+    expected = evaluate_rank(euclidean, *ids)
     assert got.mAP == expected.mAP and np.array_equal(got.cmc, expected.cmc)
     # Unit features: cosine and Euclidean re-rank identically (the normalisation removes scale).
+    # The cosine path re-normalises the features in float32 (last-bit changes, within γ_{D+5}
+    # of each entry, moving a squared distance of unit vectors by ≤ 8γ_{D+5}), so the ranked
+    # lists must have no near-tie at the cuts, the two re-ranked matrices must then agree
+    # closely, and no query may have a match and a non-match that close: then every match keeps
+    # its rank, and the metrics are equal.
+    exact, by_matmul, _ = _exact_distances(x)
+    renormalised = 8 * gamma32(x.shape[1] + 5)
+    assert_rank_gaps(exact, RANK_CUTS, 2 * by_matmul + renormalised, descending=False)
+    qn, gn = (torch.nn.functional.normalize(torch.from_numpy(x[i]), dim=1) for i in (q_idx, g_idx))
+    cosine_matrix = re_ranking_features(qn, gn)  # what evaluate(metric="cosine") ranks
+    close = 1e-5  # ≲ 3e-7 seen
+    np.testing.assert_allclose(cosine_matrix, euclidean, rtol=0, atol=close)
+    _assert_matches_separated(euclidean, *ids, margin=2 * close)
     cosine = evaluator.evaluate(rerank=True, metric="cosine")
-    assert cosine.mAP == pytest.approx(got.mAP, abs=1e-6)
+    assert cosine == evaluate_rank(cosine_matrix, *ids)
+    assert cosine == got
+
+
+def _assert_matches_separated(
+    dist: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_cams: np.ndarray,
+    g_cams: np.ndarray,
+    margin: float,
+) -> None:
+    """Fail unless, for each query, gallery entries next to each other in the ranking (those the
+    protocol keeps) that differ in being a match are more than ``margin`` apart: a change of the
+    distances by less than ``margin / 2`` then leaves every match at its rank (CMC, AP, INP)."""
+    for i in range(dist.shape[0]):
+        kept = ~((g_pids == q_pids[i]) & (g_cams == q_cams[i]))
+        order = np.argsort(dist[i, kept], kind="stable")
+        ranked, match = dist[i, kept][order], (g_pids[kept] == q_pids[i])[order]
+        flips = match[1:] != match[:-1]
+        gaps = np.diff(ranked.astype(np.float64))[flips]
+        assert gaps.size == 0 or gaps.min() > margin, f"query {i}: a match within {margin:g}"

@@ -16,6 +16,7 @@ from reid_refine import (
     pglr_targets,
     ranked_lists,
 )
+from tests.clustering.oracle import assert_knn_separated
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -87,6 +88,11 @@ def test_cross_agreement_matches_brute_force(ties: bool) -> None:
     else:
         g = torch.nn.functional.normalize(torch.randn(n, d, generator=gen), dim=1)
         parts = torch.nn.functional.normalize(torch.randn(n, p, d, generator=gen), dim=2)
+        # The brute force ranks by one N×N matmul, cross_agreement by chunks of rows (other
+        # shapes, other BLAS kernels): the same lists only without near-ties at the cuts (the
+        # first column, dropped by position, and the (k+1)-th).
+        for space in (g, *parts.unbind(1)):
+            assert_knn_separated(space, (1, k + 1))
     expected = _brute_force_agreement(g, parts, k)
     assert 0.0 < expected.mean().item() < 1.0
     for chunk in (4, 5, 8, 36, 37, 100):  # 4, 5, 8, 36 do not divide 37
