@@ -6,14 +6,17 @@
   to the reference) or sparse (``O(N·k)`` memory); built on :mod:`reid_clustering.kreciprocal`,
   the k-reciprocal encoding that ``reid_eval``'s re-ranking shares.
 * :func:`dbscan_pseudo_labels` and :func:`cluster_statistics`: DBSCAN pseudo labels and their
-  summary; :func:`pseudo_label_quality`: NMI, ARI, pairwise precision/recall/F1.
+  summary; :func:`dbscan_clustering`: the labels with the kNN ranking behind them (for reuse);
+  :func:`pseudo_label_quality`: NMI, ARI, pairwise precision/recall/F1.
 """
 
 from .dbscan import (
     SPARSE_THRESHOLD,
     ClusterStats,
+    DBSCANResult,
     NoClustersWarning,
     cluster_statistics,
+    dbscan_clustering,
     dbscan_pseudo_labels,
 )
 from .jaccard import compute_jaccard_distance, half_width
@@ -36,6 +39,7 @@ __all__ = [
     "PRECISIONS",
     "SPARSE_THRESHOLD",
     "ClusterStats",
+    "DBSCANResult",
     "KNNResult",
     "LabelQuality",
     "NoClustersWarning",
@@ -43,6 +47,7 @@ __all__ = [
     "__version__",
     "cluster_statistics",
     "compute_jaccard_distance",
+    "dbscan_clustering",
     "dbscan_pseudo_labels",
     "expanded_reciprocal_pairs",
     "faiss_available",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse
@@ -12,14 +13,16 @@ from sklearn.cluster import DBSCAN
 from sklearn.neighbors import sort_graph_by_row_values
 
 from ._validation import as_feature_tensor, check_int
-from .jaccard import compute_jaccard_distance
+from .jaccard import _jaccard_and_ranking, _JaccardAndRanking, compute_jaccard_distance
 from .knn import Backend, Precision
 
 __all__ = [
     "SPARSE_THRESHOLD",
     "ClusterStats",
+    "DBSCANResult",
     "NoClustersWarning",
     "cluster_statistics",
+    "dbscan_clustering",
     "dbscan_pseudo_labels",
 ]
 
@@ -56,6 +59,9 @@ def dbscan_pseudo_labels(
     ``N × N`` matrix; the neighbourhoods, hence the labels, are the same (DBSCAN's labels do not
     depend on the order of neighbours), in ``O(N·k)`` memory.
 
+    :func:`dbscan_clustering` does the same and also returns the kNN ranking the distance was
+    built from (for reuse, e.g. by the cross agreement of PPLR).
+
     Args:
         features: ``[N, D]`` features (numpy or torch, any device).
         eps: neighbourhood radius on the Jaccard distance, in ``(0, 1)`` for the sparse path.
@@ -75,6 +81,83 @@ def dbscan_pseudo_labels(
         ValueError: invalid ``eps``/``min_samples``, or the feature errors of
             :func:`compute_jaccard_distance` (NaN/inf, zero-norm rows, ``N <= k1``, not 2-D).
     """
+    return _dbscan(
+        features, eps, min_samples, k1, k2, sparse=sparse, backend=backend,
+        normalize=normalize, n_jobs=n_jobs, knn_precision=knn_precision, with_ranking=False,
+    )[0]  # fmt: skip
+
+
+class DBSCANResult(NamedTuple):
+    """What :func:`dbscan_clustering` computed.
+
+    Attributes:
+        labels: int64 numpy ``[N]``, as returned by :func:`dbscan_pseudo_labels`.
+        ranked: int64 torch ``[N, k1]`` on the features' device: the kNN ranking the Jaccard
+            distance was built from, i.e. ``knn_search(features, k=k1, backend=backend,
+            precision=knn_precision).indices`` of the ``features`` below. Row ``i`` lists the
+            ``k1`` rows with the largest inner product with row ``i``, descending, ties to the
+            lower index: itself included, usually first (not when a lower-index duplicate ties
+            with it, or a near-duplicate beats it by rounding). With the torch
+            backend it depends only on ``features`` (see :mod:`reid_clustering.knn`), so its
+            first ``m`` columns equal ``knn_search(features, k=m).indices`` for every
+            ``m <= k1``.
+        features: float32 torch ``[N, D]`` on the input's device: the exact features that were
+            ranked, i.e. the input after :func:`dbscan_clustering`'s L2 normalisation when
+            ``normalize=True`` (in general *not* bit-identical to features that were
+            L2-normalised elsewhere, e.g. by ``torch.nn.functional.normalize``), the input as
+            float32 otherwise.
+    """
+
+    labels: np.ndarray
+    ranked: torch.Tensor
+    features: torch.Tensor
+
+
+def dbscan_clustering(
+    features: np.ndarray | torch.Tensor,
+    eps: float,
+    min_samples: int = 4,
+    k1: int = 30,
+    k2: int = 6,
+    *,
+    sparse: bool | None = None,
+    backend: Backend = "torch",
+    normalize: bool = True,
+    n_jobs: int | None = None,
+    knn_precision: Precision = "auto",
+) -> DBSCANResult:
+    """:func:`dbscan_pseudo_labels` that also returns the kNN ranking behind the labels.
+
+    Same arguments, same labels, same warning and errors; the result adds the ``[N, k1]`` ranked
+    list of the k-reciprocal encoding and the features it ranked (:class:`DBSCANResult`), so a
+    later step that needs neighbours of the same features (PPLR's cross agreement needs the top
+    ``k + 1 <= k1``) can take them instead of searching again. Reuse is only valid for those
+    very features: the normalised ones in ``result.features``, not the caller's input.
+    """
+    labels, found = _dbscan(
+        features, eps, min_samples, k1, k2, sparse=sparse, backend=backend,
+        normalize=normalize, n_jobs=n_jobs, knn_precision=knn_precision, with_ranking=True,
+    )  # fmt: skip
+    assert found is not None  # with_ranking=True
+    return DBSCANResult(labels, found.ranked, found.features)
+
+
+def _dbscan(
+    features: np.ndarray | torch.Tensor,
+    eps: float,
+    min_samples: int,
+    k1: int,
+    k2: int,
+    *,
+    sparse: bool | None,
+    backend: Backend,
+    normalize: bool,
+    n_jobs: int | None,
+    knn_precision: Precision,
+    with_ranking: bool,
+) -> tuple[np.ndarray, _JaccardAndRanking | None]:
+    """The two public functions above: the labels, and with ``with_ranking`` the distance's
+    ranking and features. Warnings point at *their* caller (stacklevel 3)."""
     eps = _check_eps(eps)
     min_samples = check_int(min_samples, "min_samples", 1)
     x = as_feature_tensor(features)
@@ -86,16 +169,19 @@ def dbscan_pseudo_labels(
             f"eps={eps} >= 1 makes every pair a neighbour (the Jaccard distance is at most 1), "
             "which a sparse radius graph cannot represent; use eps < 1 or sparse=False"
         )
-    distance = compute_jaccard_distance(
-        x,
-        k1,
-        k2,
-        sparse=sparse,
-        max_distance=eps if sparse else None,
-        normalize=normalize,
-        backend=backend,
-        knn_precision=knn_precision,
-    )
+    options = {
+        "sparse": sparse,
+        "max_distance": eps if sparse else None,
+        "normalize": normalize,
+        "backend": backend,
+        "knn_precision": knn_precision,
+    }
+    found = None
+    if with_ranking:
+        found = _jaccard_and_ranking(x, k1, k2, **options)
+        distance = found.distance.to_scipy() if sparse else found.distance
+    else:
+        distance = compute_jaccard_distance(x, k1, k2, **options)
     if sparse:
         distance = sort_graph_by_row_values(distance, copy=False, warn_when_not_sorted=False)
     elif isinstance(distance, torch.Tensor):
@@ -113,9 +199,9 @@ def dbscan_pseudo_labels(
             f"k1={k1}): every sample is an outlier. Raise eps, lower min_samples, or check that "
             "the features are informative (e.g. a diverged or untrained model)",
             NoClustersWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return labels
+    return labels, found
 
 
 def _check_eps(eps: float) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import overload
+from typing import NamedTuple, overload
 
 import numpy as np
 import scipy.sparse
@@ -11,7 +11,12 @@ import torch
 from ._pairwise import pair_dot
 from ._validation import as_feature_tensor, check_neighbour_counts, l2_normalize_rows
 from .knn import Backend, Precision, knn_search
-from .kreciprocal import jaccard_from_encoding, k_reciprocal_encoding, local_query_expansion
+from .kreciprocal import (
+    RowSparse,
+    jaccard_from_encoding,
+    k_reciprocal_encoding,
+    local_query_expansion,
+)
 
 __all__ = ["compute_jaccard_distance", "half_width"]
 
@@ -84,6 +89,42 @@ def compute_jaccard_distance(
         ImportError: a faiss backend was requested but is not installed.
     """
     is_numpy = isinstance(features, np.ndarray)
+    result = _jaccard_and_ranking(
+        features,
+        k1,
+        k2,
+        sparse=sparse,
+        max_distance=max_distance,
+        normalize=normalize,
+        backend=backend,
+        knn_precision=knn_precision,
+    )
+    if sparse:
+        return result.distance.to_scipy()
+    return result.distance.cpu().numpy() if is_numpy else result.distance
+
+
+class _JaccardAndRanking(NamedTuple):
+    """What :func:`_jaccard_and_ranking` computed (all torch, on the features' device)."""
+
+    distance: torch.Tensor | RowSparse  # dense float32 [N, N], or the sparse rows
+    ranked: torch.Tensor  # int64 [N, k1]: knn_search(features, k=k1).indices
+    features: torch.Tensor  # float32 [N, D]: the features ranked (after normalisation)
+
+
+def _jaccard_and_ranking(
+    features: np.ndarray | torch.Tensor,
+    k1: int,
+    k2: int,
+    *,
+    sparse: bool,
+    max_distance: float | None,
+    normalize: bool,
+    backend: Backend,
+    knn_precision: Precision,
+) -> _JaccardAndRanking:
+    """:func:`compute_jaccard_distance` before the conversion of its result, with the kNN
+    ranking it was built from and the exact features that ranking ranked."""
     x = as_feature_tensor(features)
     k1, k2 = check_neighbour_counts(x.shape[0], k1, k2)
     if max_distance is not None and not sparse:
@@ -97,10 +138,8 @@ def compute_jaccard_distance(
         )
         if k2 != 1:
             encoding = local_query_expansion(encoding, ranked[:, :k2])
-        result = jaccard_from_encoding(encoding, dense=not sparse, max_distance=max_distance)
-    if sparse:
-        return result.to_scipy()
-    return result.cpu().numpy() if is_numpy else result
+        distance = jaccard_from_encoding(encoding, dense=not sparse, max_distance=max_distance)
+    return _JaccardAndRanking(distance, ranked, x)
 
 
 def _unit_sphere_distance(x: torch.Tensor):  # noqa: ANN202 - a PairDistance

@@ -20,6 +20,7 @@ from reid_refine.dcls import (
 )
 from reid_refine.pplr import (
     AALSLoss,
+    KNNFunction,
     PGLRLoss,
     aals_loss,
     aals_targets,
@@ -41,6 +42,7 @@ __all__ = [
     "AALSLoss",
     "DCLSLoss",
     "DCLSLossOutput",
+    "KNNFunction",
     "LabelSmoothingLoss",
     "PGLRLoss",
     "SoftCrossEntropyLoss",

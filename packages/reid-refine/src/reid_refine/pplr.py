@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from reid_refine.smoothing import one_hot_targets, soft_cross_entropy_unchecked
 
 __all__ = [
     "AALSLoss",
+    "KNNFunction",
     "PGLRLoss",
     "aals_loss",
     "aals_targets",
@@ -86,8 +88,7 @@ def ranked_lists(
     """
     feats = check_float_tensor(feats, name, 2)
     n = feats.shape[0]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k >= n:
-        raise ValueError(f"k must be an integer with 1 <= k < N = {n}, got {k!r}")
+    _check_k(k, n)
     if chunk_size is None:
         chunk_size = _default_chunk_size(n)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -114,6 +115,10 @@ def _jaccard_of_lists(a: torch.Tensor, b: torch.Tensor, chunk_size: int) -> torc
     return inter / (2 * k - inter)
 
 
+#: ``knn(features, m) -> ranked`` for :func:`cross_agreement` (its docstring has the contract).
+KNNFunction = Callable[[torch.Tensor, int], torch.Tensor]
+
+
 @torch.no_grad()
 def cross_agreement(
     global_feats: torch.Tensor,
@@ -121,6 +126,8 @@ def cross_agreement(
     k: int = 20,
     *,
     chunk_size: int | None = None,
+    knn: KNNFunction | None = None,
+    global_ranked: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross agreement score of PPLR, Eq. 6: ``C_i(g, p) = |R_i(g,k) ∩ R_i(p,k)| / |∪|``.
 
@@ -130,14 +137,48 @@ def cross_agreement(
     position (see :func:`ranked_lists`). Ties in similarity go to the lower index. Works in
     chunks of rows, never materialising N×N, on the tensors' device; no gradients.
 
+    By default the searches are :func:`ranked_lists` (chunked float32 matmuls; pure torch).
+    ``knn`` replaces them with the caller's search, for example one that ranks exactly like the
+    clustering did, and ``global_ranked`` replaces the global search with a ranked list already
+    at hand (e.g. the clustering's own).
+
+    **Contract of** ``knn``: it is called as ``knn(x, m)`` with ``m = k + 1`` and ``x`` a
+    detached, contiguous ``[N, D]`` tensor of the caller's dtype on the features' device: first
+    ``global_feats`` (unless ``global_ranked`` is given), then ``part_feats[:, p, :]`` for
+    each part p in order. It must return an int64 tensor ``[N, m]`` on the same device whose
+    row i holds the ``m`` row indices j with the largest inner products ``⟨x_i, x_j⟩`` over
+    all N rows (a self-search: i is a candidate), in descending order of that inner product,
+    ties to the lower index, no index twice. Column 0 is dropped **by position**: it is
+    expected to be i itself, which it is for distinct L2-normalised features; when a
+    lower-index duplicate of i takes column 0, that duplicate is dropped and i stays in its own
+    list (as in :func:`ranked_lists` and the official code). The output's type, dtype, shape,
+    device, index range and repeats are checked; its order is not (the caller's search defines
+    the ranking). For example ``lambda x, m: reid_clustering.knn_search(x, k=m).indices``, whose
+    ranking (float32 ``pair_dot`` values) is the same bits on every machine and is the one
+    ``reid_clustering``'s clustering uses; reid-refine itself depends on torch only.
+
     Args:
         global_feats: ``[N, D]`` float.
         part_feats: ``[N, P, D_p]`` float (parts before channels).
         k: neighbours per list (paper: 20); ``1 <= k < N``.
-        chunk_size: rows per similarity chunk (memory ``chunk_size × N`` floats).
+        chunk_size: rows per similarity chunk of the default search (memory
+            ``chunk_size × N`` floats); unused by the searches that ``knn`` does.
+        knn: the search to use instead of :func:`ranked_lists` (contract above); None (the
+            default) keeps the pure-torch search.
+        global_ranked: int64 ``[N, >= k + 1]`` on the features' device: a ranking of
+            ``global_feats`` under the same convention as ``knn``'s output (column 0 the row
+            itself, normally), of which columns ``1..k`` are used; ``global_feats`` are then not
+            searched. It is trusted to rank ``global_feats`` (only its form is checked); for
+            consistent scores it should come from the same search as the parts' lists.
 
     Returns:
         ``[N, P]`` float32 scores in [0, 1] on the features' device.
+
+    Raises:
+        ValueError: bad features (not float, wrong dimensions, NaN/inf, N or device mismatch),
+            ``k`` out of range, ``knn`` not callable, or a ranked list (``knn``'s output or
+            ``global_ranked``) that is not an int64 tensor of the required shape on the
+            features' device with distinct indices in ``[0, N)`` in each row.
     """
     global_feats = check_float_tensor(global_feats, "global_feats", 2)
     part_feats = check_float_tensor(part_feats, "part_feats", 3)
@@ -148,15 +189,83 @@ def cross_agreement(
         )
     if part_feats.device != global_feats.device:
         raise ValueError("part_feats must be on the device of global_feats")
-    rl_g = ranked_lists(global_feats, k, chunk_size=chunk_size, name="global_feats")
+    _check_k(k, n)
+    if knn is not None and not callable(knn):
+        raise ValueError(
+            "knn must be a callable knn(features [N, D], m) -> int64 [N, m] ranked indices, "
+            f"got {type(knn).__name__}"
+        )
+    device = global_feats.device
+    if global_ranked is not None:
+        _check_ranked(global_ranked, "global_ranked", n, k + 1, device, exact=False)
+        rl_g = global_ranked[:, 1 : k + 1]
+    elif knn is None:
+        rl_g = ranked_lists(global_feats, k, chunk_size=chunk_size, name="global_feats")
+    else:
+        rl_g = _knn_ranked_lists(knn, global_feats, k, "global_feats")
     pair_rows = max(1, (1 << 22) // (k * k))
     scores = []
     for p in range(part_feats.shape[1]):
-        rl_p = ranked_lists(part_feats[:, p, :], k, chunk_size=chunk_size, name="part_feats")
+        if knn is None:
+            rl_p = ranked_lists(part_feats[:, p, :], k, chunk_size=chunk_size, name="part_feats")
+        else:
+            rl_p = _knn_ranked_lists(knn, part_feats[:, p, :], k, f"part_feats[:, {p}, :]")
         scores.append(_jaccard_of_lists(rl_g, rl_p, pair_rows))
     if not scores:
-        return torch.empty((n, 0), dtype=torch.float32, device=global_feats.device)
+        return torch.empty((n, 0), dtype=torch.float32, device=device)
     return torch.stack(scores, dim=1)
+
+
+def _check_k(k: object, n: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k >= n:
+        raise ValueError(f"k must be an integer with 1 <= k < N = {n}, got {k!r}")
+
+
+def _knn_ranked_lists(knn: KNNFunction, feats: torch.Tensor, k: int, name: str) -> torch.Tensor:
+    """``knn(feats, k + 1)`` checked, with its first column dropped by position → ``[N, k]``."""
+    ranked = knn(feats.detach().contiguous(), k + 1)
+    what = f"knn({name}, m={k + 1}) returned a ranked list that"
+    _check_ranked(ranked, what, feats.shape[0], k + 1, feats.device, exact=True)
+    return ranked[:, 1:]
+
+
+def _check_ranked(
+    ranked: object, name: str, n: int, m: int, device: torch.device, *, exact: bool
+) -> None:
+    """A ranked list: int64 ``[n, m]`` (``[n, >= m]`` unless ``exact``) on ``device``, whose
+    first ``m`` columns hold distinct indices in ``[0, n)`` in every row."""
+    if not isinstance(ranked, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(ranked).__name__}")
+    if ranked.dtype != torch.int64:
+        raise ValueError(f"{name} must have dtype torch.int64 (row indices), got {ranked.dtype}")
+    if ranked.dim() != 2 or ranked.shape[0] != n:
+        cols = m if exact else f">= {m}"
+        raise ValueError(f"{name} must have shape [N = {n}, {cols}], got {tuple(ranked.shape)}")
+    if exact and ranked.shape[1] != m:
+        raise ValueError(
+            f"{name} must have exactly m = {m} columns (shape [{n}, {m}]), "
+            f"got {tuple(ranked.shape)}"
+        )
+    if ranked.shape[1] < m:
+        raise ValueError(
+            f"{name} has too few columns: {ranked.shape[1]} < k + 1 = {m} (column 0, the "
+            "sample itself, is dropped and k neighbours must remain)"
+        )
+    if ranked.device != device:
+        raise ValueError(f"{name} is on {ranked.device}, but the features are on {device}")
+    head = ranked[:, :m]
+    if head.numel() == 0:
+        return
+    low, high = int(head.min()), int(head.max())
+    if low < 0 or high >= n:
+        raise ValueError(f"{name} holds indices outside [0, N = {n}): min {low}, max {high}")
+    ordered = torch.sort(head, dim=1).values
+    repeats = (ordered[:, 1:] == ordered[:, :-1]).any(dim=1).nonzero().flatten()
+    if repeats.numel():
+        raise ValueError(
+            f"{name} repeats an index within a row (first rows: {repeats[:5].tolist()}); each "
+            f"row must list {m} distinct samples"
+        )
 
 
 def _check_part_inputs(

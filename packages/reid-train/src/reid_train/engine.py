@@ -4,8 +4,10 @@ An epoch (ARCHITECTURE.md, "One training epoch, as data flows"):
 
 1. every process extracts the global (and part) features of its shard of the training images;
    the shards are gathered on every process;
-2. the main process clusters the global features (``reid_clustering.dbscan_pseudo_labels``) and,
-   for PPLR, computes the cross agreement (``reid_refine.cross_agreement``); both are broadcast;
+2. the main process clusters the global features (``reid_clustering.dbscan_clustering``) and,
+   for PPLR, computes the cross agreement (``reid_refine.cross_agreement``, its searches by
+   ``reid_clustering.knn_search``, the clustering's global ranked list reused where it ranked the
+   same features: :func:`_reusable_ranking`); both are broadcast;
 3. every process writes the L2-normalised cluster centroids into the first K rows of the
    fixed-capacity classifiers (``ReIDModel.load_centroids``, the official PPLR scheme: the
    parameters stay the same objects, so Adam's state and DDP stay valid) and, for PPLR+camera,
@@ -41,9 +43,11 @@ from tqdm.auto import tqdm
 
 from reid_backbones import ReIDModel, build_model, save_checkpoint
 from reid_clustering import (
+    DBSCANResult,
     NoClustersWarning,
     cluster_statistics,
-    dbscan_pseudo_labels,
+    dbscan_clustering,
+    knn_search,
     pseudo_label_quality,
 )
 from reid_eval import (
@@ -387,22 +391,25 @@ class Trainer:
         agreement = torch.zeros(n, self.net.num_parts) if use_agreement else None
         if self.acc.is_main_process:
             keep = valid.nonzero().flatten()
+            clustering: DBSCANResult | None = None
             if cfg.cluster.labels == "ground_truth":
                 found = _ground_truth_labels(self.train_pids[keep.numpy()])
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NoClustersWarning)  # the epoch note says it
-                    found = dbscan_pseudo_labels(
+                    clustering = dbscan_clustering(
                         self._cluster_features(feats, keep),
                         cfg.cluster.eps,
                         cfg.cluster.min_samples,
                         cfg.cluster.k1,
                         cfg.cluster.k2,
                         sparse=cfg.cluster.sparse,
+                        backend="torch",  # the ranking of `_knn`, so that it can be reused
                     )
+                found = clustering.labels
             labels[keep] = torch.from_numpy(found)
             if agreement is not None:
-                agreement = cross_agreement(feats, parts, k=cfg.method.agreement_k)
+                agreement = self._agreement(feats, parts, keep, clustering)
         labels = self._broadcast(labels)
         if agreement is not None:
             agreement = self._broadcast(agreement)
@@ -426,6 +433,29 @@ class Trainer:
                 "true_identities": q.num_identities,
             }
         return labels, agreement
+
+    def _agreement(
+        self,
+        feats: torch.Tensor,
+        parts: torch.Tensor,
+        keep: torch.Tensor,
+        clustering: DBSCANResult | None,
+    ) -> torch.Tensor:
+        """PPLR's cross agreement; every search is ``reid_clustering.knn_search`` (:func:`_knn`),
+        and the global one is skipped where the clustering's ranked list can be reused."""
+        k = self.cfg.method.agreement_k
+        reuse = _reusable_ranking(
+            clustering,
+            feats,
+            clustered_all_rows=keep.numel() == feats.shape[0],
+            camera_debias=self.cfg.cluster.camera_debias,
+            k=k,
+        )
+        if reuse is None:
+            global_feats, global_ranked = feats, None
+        else:
+            global_feats, global_ranked = reuse.features, reuse.ranked
+        return cross_agreement(global_feats, parts, k=k, knn=_knn, global_ranked=global_ranked)
 
     def _cluster_features(self, feats: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """The features DBSCAN sees (``cluster.camera_debias``: see :func:`camera_debiased`)."""
@@ -878,6 +908,60 @@ def _fixes_the_model(key: str, cfg: TrainConfig) -> bool:
 def _every(epoch: int, n: int) -> bool:
     """Whether epoch (0-based) ends a period of ``n`` epochs; never for ``n == 0``."""
     return n > 0 and (epoch + 1) % n == 0
+
+
+def _knn(features: torch.Tensor, m: int) -> torch.Tensor:
+    """The ``knn`` of ``reid_refine.cross_agreement``: ``reid_clustering.knn_search`` on the
+    features' device, the ranking (machine-independent ``pair_dot`` values, ties to the lower
+    index) that the clustering's torch backend uses too."""
+    return knn_search(features, k=m).indices
+
+
+#: Largest difference allowed between an extracted (L2-normalised) feature and the clustering's
+#: re-normalised copy of it for the two to count as the same features (a few float32 ulps apart;
+#: features that were not unit vectors differ by far more).
+_RENORMALISED_ATOL = 1e-5
+
+
+def _reusable_ranking(
+    clustering: DBSCANResult | None,
+    feats: torch.Tensor,
+    *,
+    clustered_all_rows: bool,
+    camera_debias: bool,
+    k: int,
+) -> DBSCANResult | None:
+    """The clustering when its ranked list may serve as the cross agreement's global one.
+
+    ``clustering.ranked`` is ``knn_search(clustering.features, k=k1).indices``: the torch
+    ranking depends only on those features and its first ``k + 1`` columns are the top-(k+1)
+    search the cross agreement would run, so reusing it changes nothing, provided the cross
+    agreement's global features are ``clustering.features`` themselves. Those are the
+    clustering's input after its own L2 normalisation; the extracted ``feats`` are unit vectors
+    already, but re-normalising them moves some entries by an ulp (about half the rows of 2048-d
+    features), so bit-equality with ``feats`` cannot be the test. The cross agreement is then
+    given ``clustering.features`` as its global features, and this checks that they are
+    ``feats`` normalised the same way:
+
+    * there was a clustering (not ``cluster.labels: ground_truth``), with the torch kNN backend
+      (passed by :meth:`Trainer._cluster`: the ranking of :func:`_knn`);
+    * it saw every row, in order (no unreadable image was left out of it);
+    * it saw ``feats`` themselves, not camera-debiased features (``cluster.camera_debias``);
+    * its features are ``feats`` up to re-normalisation (within ``_RENORMALISED_ATOL``: the
+      extracted features were unit vectors) and its list has ``k1 >= k + 1`` columns.
+
+    Returns None otherwise: the cross agreement then searches ``feats`` (with :func:`_knn`).
+    """
+    if clustering is None or not clustered_all_rows or camera_debias:
+        return None
+    ranked, features = clustering.ranked, clustering.features
+    if ranked.dim() != 2 or ranked.shape[0] != feats.shape[0] or ranked.shape[1] < k + 1:
+        return None
+    if features.shape != feats.shape or features.device != feats.device:
+        return None
+    if not torch.allclose(features, feats, rtol=0.0, atol=_RENORMALISED_ATOL):
+        return None
+    return clustering
 
 
 def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
