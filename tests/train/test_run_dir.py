@@ -258,15 +258,19 @@ def test_missing_synthetic_root_is_generated(
 
     calls = []
 
-    def fake_generate(root: Path, seed: int) -> Path:  # a copy of the small session dataset
-        calls.append((Path(root).name, seed))
+    def fake_generate(root: Path, seed: int, config: object) -> Path:  # the session dataset
+        calls.append((Path(root).name, seed, getattr(config, "num_train_ids", None)))
         return Path(shutil.copytree(synthetic_root, root))
 
     monkeypatch.setattr(engine_module, "make_synthetic_dataset", fake_generate)
     data = tmp_path / "fresh" / "synthetic"
-    cfg = tiny(data, "optim.epochs=1", "data.synthetic_seed=7")
+    cfg = tiny(
+        data, "optim.epochs=1", "data.synthetic_seed=7", "data.synthetic_options.num_train_ids=9"
+    )
     Trainer(cfg, tmp_path / "run").close()
-    assert calls == [(".synthetic.tmp", 7)] and (data / "query").is_dir()
+    assert calls == [(".synthetic.tmp", 7, 9)] and (data / "query").is_dir()
+    with pytest.raises(ConfigError, match="data.synthetic_options"):
+        tiny(data, "data.synthetic_options.num_cameras=99")
     Trainer(cfg, tmp_path / "run2").close()  # present now: not generated again
     assert len(calls) == 1
     other = load_config(TINY, [f"data.data_root={tmp_path / 'none'}", "data.dataset=market1501"])

@@ -100,6 +100,9 @@ class DataConfig:
     #: ``dataset: synthetic`` only: a missing ``data_root`` is generated with this seed (as
     #: ``reid-eval make-synthetic ROOT --seed S`` would). No other dataset is ever created.
     synthetic_seed: int = 0
+    #: ``dataset: synthetic`` only: ``SyntheticConfig`` fields for that generation (e.g.
+    #: ``num_train_ids: 800``); empty = the generator's defaults.
+    synthetic_options: dict[str, Any] = field(default_factory=dict)
     height: int = 384
     width: int = 128
     #: Images per process and step (P × K).
@@ -405,6 +408,13 @@ def _validate(cfg: TrainConfig) -> list[str]:
     )
     need(d.height >= 1 and d.width >= 1, f"data.height/width must be >= 1: {d.height}x{d.width}")
     need(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0, got {d.synthetic_seed}")
+    if d.synthetic_options:
+        from reid_eval.datasets import SyntheticConfig
+
+        try:
+            SyntheticConfig(**d.synthetic_options)
+        except (TypeError, ValueError) as e:
+            need(False, f"data.synthetic_options: {e}")
     need(d.num_instances >= 1, f"data.num_instances must be >= 1, got {d.num_instances}")
     if d.num_instances >= 1:
         need(

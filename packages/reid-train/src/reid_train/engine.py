@@ -58,6 +58,7 @@ from reid_eval import (
     load_dataset,
     make_synthetic_dataset,
 )
+from reid_eval.datasets import SyntheticConfig
 from reid_eval.rerank import re_ranking_features
 from reid_refine import (
     aals_loss,
@@ -262,7 +263,9 @@ class Trainer:
                     # Written beside and renamed: an interrupted generation leaves no half root.
                     tmp = root.with_name(f".{root.name}.tmp")
                     shutil.rmtree(tmp, ignore_errors=True)
-                    make_synthetic_dataset(tmp, seed=d.synthetic_seed)
+                    make_synthetic_dataset(
+                        tmp, seed=d.synthetic_seed, config=SyntheticConfig(**d.synthetic_options)
+                    )
                     tmp.rename(root)
         return load_dataset(d.dataset, d.data_root, **d.dataset_options)
 
