@@ -211,7 +211,7 @@ def test_resume_with_changed_settings_says_so(
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.height=7", "too short for num_parts=3"),
+        ("method.name=dcls data.height=7", "too short for num_regions=3"),
         ("optim.lr=inf", "optim.lr must be a finite number"),
         ("method.lambda_cam=nan", "method.lambda_cam must hold finite numbers"),
     ],
@@ -220,7 +220,7 @@ def test_bad_settings_exit_2_and_create_no_run_folder(
     override: str, message: str, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "run"
-    assert _cli(out, synthetic_root, override) == 2
+    assert _cli(out, synthetic_root, *override.split()) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -231,15 +231,16 @@ def test_input_size_check_follows_the_backbone_stride() -> None:
     assert feature_map_size((256, 128), 1) == (16, 8)
     assert feature_map_size((256, 128), 2) == (8, 4)
     assert feature_map_size((7, 7), 1) == (1, 1)
-    check_input_size("pplr", (33, 16), 1, num_parts=3)  # 3 rows: enough
+    check_input_size("pplr", (33, 16), 1, num_parts=3, part_bins="disjoint")  # 3 rows: enough
     with pytest.raises(ValueError, match="at least 33 pixels tall"):
-        check_input_size("pplr", (32, 16), 1, num_parts=3)
+        check_input_size("pplr", (32, 16), 1, num_parts=3, part_bins="disjoint")
+    check_input_size("pplr", (7, 7), 1, num_parts=3)  # adaptive bins fit any map height
     check_input_size("dcls", (49, 16), 1, num_regions=3)  # 4 bands of overlapping regions
     with pytest.raises(ValueError, match="4 rows"):
         check_input_size("dcls", (48, 16), 1, num_regions=3)
     check_input_size("baseline", (1, 1), 2)
     with pytest.raises(ConfigError, match="data.height/width: images 7x32"):
-        load_config(TINY, ["data.height=7"])
+        load_config(TINY, ["data.height=7", "method.name=dcls"])
 
 
 def test_config_folder_is_named_as_a_folder(capsys: pytest.CaptureFixture) -> None:
