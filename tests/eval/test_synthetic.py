@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -393,3 +394,38 @@ def test_invalid_seed(tmp_path: Path):
     with pytest.raises(ValueError, match="seed"):
         make_synthetic_dataset(tmp_path / "x", seed=-1, config=SMALL)
     assert not (tmp_path / "x").exists()
+
+
+def test_family_frac_keeps_look_alikes_for_a_fraction_of_identities(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TINY, family_size=2, family_frac=0.5)
+    root = make_synthetic_dataset(tmp_path / "frac", seed=0, config=cfg)
+    meta = json.loads((root / "synthetic.json").read_text())
+    train = [i for i in meta["identities"] if i["split"] == "train"]
+    sizes: dict[int, int] = {}
+    for ident in train:
+        sizes[ident["family"]] = sizes.get(ident["family"], 0) + 1
+    grouped = round(0.5 * TINY.num_train_ids)
+    assert sum(s for s in sizes.values() if s == 2) == grouped - grouped % 2
+    assert sum(1 for s in sizes.values() if s == 1) == TINY.num_train_ids - grouped + grouped % 2
+    # family_frac=1.0 (the default) draws exactly what the generator drew before the option.
+    whole = make_synthetic_dataset(tmp_path / "whole", seed=0, config=TINY)
+    again = make_synthetic_dataset(
+        tmp_path / "again", seed=0, config=dataclasses.replace(TINY, family_frac=1.0)
+    )
+    for sub in ("bounding_box_train", "query", "bounding_box_test"):
+        names = sorted(p.name for p in (whole / sub).iterdir())
+        assert names == sorted(p.name for p in (again / sub).iterdir())
+        assert all((whole / sub / n).read_bytes() == (again / sub / n).read_bytes() for n in names)
+
+
+def test_reuse_accepts_a_dataset_written_before_a_new_default_field(tmp_path: Path) -> None:
+    from reid_eval.cli import _same_synthetic
+
+    root = make_synthetic_dataset(tmp_path / "old", seed=0, config=TINY)
+    meta = json.loads((root / METADATA_FILE).read_text())
+    assert _same_synthetic(root, 0, TINY)
+    del meta["config"]["family_frac"]  # as written before the field existed
+    (root / METADATA_FILE).write_text(json.dumps(meta))
+    assert _same_synthetic(root, 0, TINY)
+    assert not _same_synthetic(root, 0, dataclasses.replace(TINY, family_frac=0.5))
+    assert not _same_synthetic(root, 1, TINY)

@@ -94,7 +94,14 @@ def _same_synthetic(out: Path, seed: int, config: SyntheticConfig) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     wanted = json.loads(json.dumps(config.to_dict()))
-    return meta.get("seed") == seed and meta.get("config") == wanted
+    stored = meta.get("config")
+    if not isinstance(stored, dict):
+        return False
+    # A field added to SyntheticConfig later is absent from older datasets; its default draws
+    # exactly what the older generator drew, so an absent field counts as its default.
+    defaults = json.loads(json.dumps(SyntheticConfig().to_dict()))
+    stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+    return meta.get("seed") == seed and stored == wanted
 
 
 def _cmd_make_synthetic(args: argparse.Namespace) -> int:

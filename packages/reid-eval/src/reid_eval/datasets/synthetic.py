@@ -122,6 +122,9 @@ class SyntheticConfig:
         width: image width in pixels.
         family_size: identities per family; a family shares its global colours and its members
             differ from the first member in one part. 1 disables families.
+        family_frac: fraction of the identities (of each split) that belong to families of
+            ``family_size``; the others are families of one, with no look-alike. 1.0 (the
+            default) puts every identity in a family.
         images_per_camera: inclusive range of images per (identity, camera). Test identities get
             at least 2 images in at least 2 of their cameras so every query has a cross-camera
             gallery match.
@@ -146,6 +149,7 @@ class SyntheticConfig:
     height: int = 128
     width: int = 64
     family_size: int = 4
+    family_frac: float = 1.0
     images_per_camera: tuple[int, int] = (2, 4)
     cameras_per_id: tuple[int, int] = (2, 4)
     num_distractors: int = 200
@@ -206,6 +210,7 @@ class SyntheticConfig:
         check_real("noise_std", 0.0, 50.0)
         check_real("blur_prob", 0.0, 1.0)
         check_real("lookalike_frac", 0.0, 1.0)
+        check_real("family_frac", 0.0, 1.0)
         check_real("partial_frac", 0.0, 1.0)
         if self.lookalike_frac + self.partial_frac > 1.0:
             raise bad("partial_frac", f"at most 1 - lookalike_frac = {1 - self.lookalike_frac}")
@@ -1098,14 +1103,21 @@ def _identities(seed: int, cfg: SyntheticConfig) -> list[_Identity]:
         ("train", cfg.num_train_ids, 1),
         ("test", cfg.num_test_ids, cfg.num_train_ids + 1),
     ):
-        n_fam = -(-n // cfg.family_size)
+        # The first `grouped` identities form families of family_size, the rest families of one.
+        grouped = n if cfg.family_frac >= 1.0 else int(round(cfg.family_frac * n))
+        n_groups = -(-grouped // cfg.family_size)
+        n_fam = n_groups + (n - grouped)
         for f in range(n_fam):
-            size = min(cfg.family_size, n - f * cfg.family_size)
+            if f < n_groups:
+                start = f * cfg.family_size
+                size = min(cfg.family_size, grouped - start)
+            else:
+                start, size = grouped + (f - n_groups), 1
             rng = _rng(seed, _ROLE_FAMILY, _SPLIT_CODE[split], f)
             # always draw a full family so that a shorter last family keeps its members' looks
             members = _make_family(rng, cfg.family_size)[:size]
             for m, (part, attrs) in enumerate(members):
-                local = f * cfg.family_size + m
+                local = start + m
                 ident = _Identity(pid0 + local, split, local, family_offset + f, m, part, attrs)
                 trng = _rng(seed, _ROLE_TRACK, _SPLIT_CODE[split], local)
                 hi = min(cfg.cameras_per_id[1], cfg.num_cameras)
