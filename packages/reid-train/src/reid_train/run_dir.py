@@ -188,23 +188,39 @@ class RunLock:
         """Take the lock, or raise :class:`RunDirError` naming the live owner."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         for _ in range(2):
+            if self._create(me):
+                self._held = True
+                return self
+            owner = self._owner()
+            if owner is None or not self._stale(owner):
+                raise RunDirError(self._busy_message(owner))
+            self.path.unlink(missing_ok=True)
+            self.note = (
+                f"took over a stale lock '{self.path}' (process {owner.get('pid')} on "
+                f"{owner.get('host')} is gone)"
+            )
+        raise RunDirError(self._busy_message(self._owner()))
+
+    def _create(self, me: dict[str, Any]) -> bool:
+        """Create the lock with its content in one step (a hard link of a complete temporary
+        file), so that a competing run never reads a half-written lock; False if it exists."""
+        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(me))
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this filesystem: exclusive create, then write
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = self._owner()
-                if owner is None or not self._stale(owner):
-                    raise RunDirError(self._busy_message(owner)) from None
-                self.path.unlink(missing_ok=True)
-                self.note = (
-                    f"took over a stale lock '{self.path}' (process {owner.get('pid')} on "
-                    f"{owner.get('host')} is gone)"
-                )
-                continue
+                return False
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            self._held = True
-            return self
-        raise RunDirError(self._busy_message(self._owner()))
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self._held:
