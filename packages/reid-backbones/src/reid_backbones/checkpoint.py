@@ -256,21 +256,10 @@ def load_checkpoint(
             architecture/backbone, or weights whose names/shapes differ from the model the
             config describes.
     """
-    directory = _checkpoint_folder(directory)
+    directory = check_checkpoint(directory)  # folder, config, known names, weights header
     config = read_checkpoint_config(directory)
     weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"'{directory}' has {CONFIG_NAME} but no {WEIGHTS_NAME}")
     arch, backbone = config["architecture"], config["backbone"]
-    if arch not in MODELS:
-        raise CheckpointError(
-            f"'{directory}' holds an unknown architecture {arch!r} (this reid-backbones knows "
-            f"{', '.join(MODELS)}); was it written by a newer version?"
-        )
-    if backbone not in BACKBONES:
-        raise CheckpointError(
-            f"'{directory}' holds an unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})"
-        )
     keys = ("last_stride", "bn_groups", "input_size", "mean", "std")
     kwargs = {k: config[k] for k in keys if k in config}
     options = dict(config.get("options", {}))
