@@ -6,7 +6,8 @@ defaults (PPLR, Market-1501, without the camera loss, unless stated)::
     data     dataset, images, P×K batch, augmentation, loader workers
     model    architecture (baseline | pplr | dcls), backbone, pretrained weights, model options
     cluster  DBSCAN on the k-reciprocal Jaccard distance (eps, min_samples, k1, k2, sparse), or
-             the ground-truth identities for supervised (source) pretraining (labels)
+             the ground-truth identities for supervised (source) pretraining (labels), or
+             them with controlled noise (labels, label_noise, label_noise_seed)
     method   the loss recipe (baseline | pplr | pplr_cam | dcls) and every ablation switch
     optim    optimiser, learning-rate schedule, epochs × iterations, gradient clipping
     runtime  seed, determinism, mixed precision, evaluation/checkpoint cadence, output folder
@@ -186,10 +187,19 @@ class ClusterConfig:
     k2: int = 6
     #: Sparse radius-graph path: null (automatic by size), true or false.
     sparse: bool | None = None
-    #: Where the epoch's labels come from: ``dbscan`` (pseudo labels, the unsupervised setting)
-    #: or ``ground_truth`` (the training split's identities: supervised training, e.g. to
-    #: pretrain on a labelled source dataset; never use it for unsupervised results).
-    labels: Literal["dbscan", "ground_truth"] = "dbscan"
+    #: Where the epoch's labels come from: ``dbscan`` (pseudo labels, the unsupervised setting),
+    #: ``ground_truth`` (the training split's identities: supervised training, e.g. to
+    #: pretrain on a labelled source dataset; never use it for unsupervised results) or
+    #: ``noisy_ground_truth`` (those identities with ``label_noise`` of the images corrupted by
+    #: false merges of look-alikes, false splits by camera and outliers, fixed for the whole run:
+    #: ``reid_train.label_noise``; a controlled test of label refinement, not a training mode).
+    labels: Literal["dbscan", "ground_truth", "noisy_ground_truth"] = "dbscan"
+    #: ``noisy_ground_truth`` only: fraction of the training images whose label is corrupted,
+    #: in [0, 1) (a third each merged, split, outliers); 0 = the ground truth.
+    label_noise: float = 0.0
+    #: ``noisy_ground_truth`` only: seed of the corruption (the same seed, data and rate give
+    #: the same noisy labels, whatever ``runtime.seed``).
+    label_noise_seed: int = 0
     #: Subtract each camera's mean feature (then L2-normalise) before clustering, so clusters
     #: stop following the camera (background, colour cast). Not part of PPLR or DCLS (their
     #: configs keep it off); a common camera-bias remedy in unsupervised re-ID.
@@ -463,6 +473,21 @@ def _validate(cfg: TrainConfig) -> list[str]:
     need(0 < c.eps < 1, f"cluster.eps must be in (0, 1) (a Jaccard distance), got {c.eps}")
     need(c.min_samples >= 1, f"cluster.min_samples must be >= 1, got {c.min_samples}")
     need(c.k1 >= 1 and c.k2 >= 1, f"cluster.k1 and cluster.k2 must be >= 1, got {c.k1}, {c.k2}")
+    need(
+        0 <= c.label_noise < 1,
+        f"cluster.label_noise must be in [0, 1) (the fraction of training images whose label is "
+        f"corrupted), got {c.label_noise}",
+    )
+    need(
+        c.label_noise == 0 or c.labels == "noisy_ground_truth",
+        f"cluster.label_noise={c.label_noise} corrupts only cluster.labels=noisy_ground_truth, "
+        f"got cluster.labels={c.labels!r}; set cluster.labels=noisy_ground_truth (or drop "
+        "cluster.label_noise)",
+    )
+    need(
+        c.label_noise_seed >= 0,
+        f"cluster.label_noise_seed must be >= 0, got {c.label_noise_seed}",
+    )
     # method
     arch = METHOD_ARCH[me.name]
     need(

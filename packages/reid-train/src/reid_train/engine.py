@@ -58,7 +58,7 @@ from reid_eval import (
     load_dataset,
     make_synthetic_dataset,
 )
-from reid_eval.datasets import SyntheticConfig
+from reid_eval.datasets import SyntheticConfig, synthetic_families
 from reid_eval.rerank import re_ranking_features
 from reid_refine import (
     aals_loss,
@@ -76,6 +76,7 @@ from .data import (
     build_extract_loader,
     build_train_loader,
 )
+from .label_noise import NoisyLabels, noisy_labels
 from .losses import camera_proxies, camera_proxy_loss, soft_triplet_loss
 from .run_dir import (
     BEST_DIR,
@@ -183,6 +184,7 @@ class Trainer:
             raise
         self._tb = self._open_tensorboard()
         self._last_summary: EpochSummary | None = None
+        self._noisy: NoisyLabels | None = None  # cluster.labels: noisy_ground_truth, once
 
     def _on_main(self, job: Any) -> Any:
         """Run ``job`` on the main process; a :class:`RunDirError` or :class:`ConfigError` it
@@ -397,6 +399,8 @@ class Trainer:
             clustering: DBSCANResult | None = None
             if cfg.cluster.labels == "ground_truth":
                 found = _ground_truth_labels(self.train_pids[keep.numpy()])
+            elif cfg.cluster.labels == "noisy_ground_truth":
+                found = _compact(self._noisy_labels().labels[keep.numpy()])
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NoClustersWarning)  # the epoch note says it
@@ -435,7 +439,26 @@ class Trainer:
                 "pairwise_f1": q.pairwise_f1,
                 "true_identities": q.num_identities,
             }
+            if self._noisy is not None:  # the realised noise of the whole training split
+                summary.quality["label_noise"] = self._noisy.rate
         return labels, agreement
+
+    def _noisy_labels(self) -> NoisyLabels:
+        """``cluster.labels: noisy_ground_truth``: the training split's identities corrupted
+        once for the run (``reid_train.label_noise``; look-alike merges from the synthetic
+        dataset's families, random pairs elsewhere); main process."""
+        if self._noisy is None:
+            c = self.cfg.cluster
+            _ground_truth_labels(self.train_pids, "noisy_ground_truth")  # has identities?
+            families = None
+            if _is_synthetic(self.cfg.data.dataset):
+                families = synthetic_families(self.dataset.root)
+            self._noisy = noisy_labels(
+                self.train_pids, self.train_camids, c.label_noise, seed=c.label_noise_seed,
+                families=families,
+            )  # fmt: skip
+            self._print(f"cluster.labels=noisy_ground_truth: {self._noisy.describe()}")
+        return self._noisy
 
     def _agreement(
         self,
@@ -946,8 +969,8 @@ def _reusable_ranking(
     given ``clustering.features`` as its global features, and this checks that they are
     ``feats`` normalised the same way:
 
-    * there was a clustering (not ``cluster.labels: ground_truth``), with the torch kNN backend
-      (passed by :meth:`Trainer._cluster`: the ranking of :func:`_knn`);
+    * there was a clustering (not ``cluster.labels: [noisy_]ground_truth``), with the torch kNN
+      backend (passed by :meth:`Trainer._cluster`: the ranking of :func:`_knn`);
     * it saw every row, in order (no unreadable image was left out of it);
     * it saw ``feats`` themselves, not camera-debiased features (``cluster.camera_debias``);
     * its features are ``feats`` up to re-normalisation (within ``_RENORMALISED_ATOL``: the
@@ -986,18 +1009,27 @@ def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(debiased, dim=1)
 
 
-def _ground_truth_labels(pids: np.ndarray) -> np.ndarray:
+def _ground_truth_labels(pids: np.ndarray, mode: str = "ground_truth") -> np.ndarray:
     """Identities relabelled 0..K-1 (``cluster.labels: ground_truth``); ids < 0 → -1 (junk,
     treated as outliers)."""
     labels = np.full(len(pids), -1, dtype=np.int64)
     known = pids >= 0
     if not known.any():
         raise ConfigError(
-            "cluster.labels=ground_truth but the training split has no identity labels "
+            f"cluster.labels={mode} but the training split has no identity labels "
             "(every pid < 0); use cluster.labels=dbscan"
         )
     labels[known] = np.unique(pids[known], return_inverse=True)[1]
     return labels
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Labels >= 0 renumbered 0..K-1 in sorted order (-1 kept): the noisy labels of the images
+    an epoch keeps may have lost a whole label (all its images unreadable)."""
+    out = labels.copy()
+    kept = out >= 0
+    out[kept] = np.unique(out[kept], return_inverse=True)[1].reshape(-1)
+    return out
 
 
 def _ids(records: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:

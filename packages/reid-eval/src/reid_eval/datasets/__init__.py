@@ -19,7 +19,7 @@ from .base import (
 from .folder import FolderDataset
 from .market1501 import Market1501, SyntheticReID
 from .msmt17 import MSMT17
-from .synthetic import SyntheticConfig, make_synthetic_dataset
+from .synthetic import SyntheticConfig, make_synthetic_dataset, synthetic_families
 from .veri776 import VeRi776
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "dataset_names",
     "load_dataset",
     "make_synthetic_dataset",
+    "synthetic_families",
 ]
 
 #: Registry of layouts by name.

@@ -74,6 +74,7 @@ __all__ = [
     "SPLIT_FOLDERS",
     "SyntheticConfig",
     "make_synthetic_dataset",
+    "synthetic_families",
 ]
 
 #: Version of the drawing procedure; bump it whenever the same seed would give other images.
@@ -1392,3 +1393,32 @@ def make_synthetic_dataset(
         json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
     return out
+
+
+def synthetic_families(root: str | os.PathLike[str]) -> dict[int, int]:
+    """The family of every identity of a generated dataset: ``{pid: family}``.
+
+    Read from ``root/synthetic.json`` (its ``identities`` list, train and test splits). Members
+    of a family are look-alikes: they differ in one part only (the module docstring).
+
+    Raises:
+        FileNotFoundError: ``root`` holds no ``synthetic.json`` (not a synthetic dataset).
+        ValueError: the file is not the generator's metadata (no ``identities`` with ``pid``
+            and ``family``).
+    """
+    path = pathlib.Path(root) / METADATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"'{path}' does not exist: '{root}' is not a synthetic dataset root (families of "
+            f"look-alikes are recorded only there); generate one with 'reid-eval make-synthetic "
+            f"{root} --seed 0'"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return {int(i["pid"]): int(i["family"]) for i in meta["identities"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"'{path}' is not the synthetic generator's metadata (it needs an 'identities' list "
+            f"of entries with 'pid' and 'family'; {type(e).__name__}: {e}); regenerate the "
+            f"dataset with 'reid-eval make-synthetic {root} --overwrite'"
+        ) from None

@@ -1,0 +1,392 @@
+"""Label refinement under controlled label noise: CE, constant LS, PPLR and DCLS on noisy truth.
+
+PPLR (AALS and PGLR, from the cross agreement) and DCLS (dynamic label smoothing) claim that
+refining the labels makes training robust to *noisy pseudo labels*. In the unsupervised runs of
+benchmarks/synthetic_ablation.py the noise comes from DBSCAN and cannot be told apart from the
+clustering; here it is a controlled input. Every run trains on the synthetic target's training
+split with its *true* identities corrupted once for the run (``cluster.labels:
+noisy_ground_truth``, ``reid_train.label_noise``): a fraction ``--noise`` of the images, a third
+each by false merges of look-alikes (one identity takes the label of another of its family), by
+false splits by camera (an identity's smallest camera gets a label of its own) and by outliers
+(dropped from training, as DBSCAN's unclustered images are). Rows:
+
+    CE           configs/synthetic_baseline.yaml, method.global_epsilon=0.0
+    constant LS  configs/synthetic_baseline.yaml, method.global_epsilon=0.1
+    PPLR         configs/synthetic_pplr.yaml (AALS + PGLR)
+    DCLS         configs/synthetic_dcls.yaml (full)
+
+As in the ablation, every row starts from the supervised source model (``configs/
+synthetic_source.yaml``, trained on a source dataset generated with ``--source-seed``; it never
+sees a target identity) and is evaluated once, after its last epoch. Seed i is both the run's
+``runtime.seed`` and its ``cluster.label_noise_seed``: at one noise level every row of seed i
+trains on the same noisy labels, so the differences to CE are paired. Noise 0 is the supervised
+upper bound of each recipe.
+
+Each run is a fresh ``python -m reid_train`` process in
+``--workdir/t{TARGET}_s{SOURCE}/noise{RATE}/{row}/seed{i}``; finished runs are reused, an
+unfinished one is redone, so an interrupted sweep continues where it stopped (a changed
+``--extra`` needs another ``--workdir``: finished runs are not compared with it). From the
+repository root:
+
+    python benchmarks/label_noise.py                                 # all rows, about an hour
+    python benchmarks/label_noise.py --rows CE PPLR --noise 0 0.4 --no-write
+    python benchmarks/label_noise.py --workdir /tmp/ln_smoke --seeds 1 --noise 0 0.4 \\
+        --no-write --plot /tmp/ln_smoke.png \\
+        --extra optim.epochs=1 optim.iters=2                          # a smoke test
+
+``--json OUT`` writes ``{"runs": [{"row", "noise", "seed", "mAP", "rank1", "realised_noise",
+"noise_counts": {"rate", "merged", "split", "outliers", ...}, "pairwise_precision",
+"pairwise_recall", "compute_s", "epochs": [...]}, ...]}`` (``realised_noise``: what the run's
+history recorded; the script checks that it is the ``noisy_labels`` rate of its noise and seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _report import machine, write_section  # noqa: E402
+from synthetic_ablation import (  # noqa: E402
+    BASELINE,
+    BUDGET,
+    DCLS,
+    PPLR,
+    SOURCE_CONFIG,
+    Row,
+    finished,
+    make_data,
+    mean_std,
+    paired_ci,
+    reid_train,
+    slug,
+)
+
+ROWS = [
+    Row("CE", BASELINE, ("method.global_epsilon=0.0",)),
+    Row("constant LS", BASELINE, ("method.global_epsilon=0.1",)),
+    Row("PPLR", PPLR),
+    Row("DCLS", DCLS),
+]
+ROW_NAMES = [r.name for r in ROWS]
+REFERENCE = "CE"
+SECTION = "label-noise"
+
+
+def epochs(config: str, extra: list[str]) -> int:
+    """``optim.epochs`` of ``config`` with the ``--extra`` overrides."""
+    from reid_train.config import load_config
+
+    return load_config(ROOT / config, extra).optim.epochs
+
+
+def last_quality(out: Path) -> dict:
+    """The pseudo-label quality of a finished run's last epoch (``quality.label_noise``: the
+    realised noise the run trained on)."""
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines() if x]
+    return history[-1].get("quality", {})
+
+
+class NoiseCounts:
+    """What ``noisy_labels`` does to the target's training split for a (rate, seed): the same
+    function on the same data as the runs' engine, so the counts are those the runs used."""
+
+    def __init__(self, target: Path) -> None:
+        from reid_eval.datasets import load_dataset, synthetic_families
+
+        train = load_dataset("synthetic", target).train
+        self.pids = [r.pid for r in train]
+        self.camids = [r.camid for r in train]
+        self.families = synthetic_families(target)
+        self.cache: dict[tuple[float, int], dict] = {}
+
+    def __call__(self, rate: float, seed: int) -> dict:
+        import numpy as np
+
+        from reid_train.label_noise import noisy_labels
+
+        if (rate, seed) not in self.cache:
+            result = noisy_labels(
+                np.array(self.pids), np.array(self.camids), rate, seed=seed,
+                families=self.families,
+            )  # fmt: skip
+            self.cache[rate, seed] = result.summary()
+        return self.cache[rate, seed]
+
+
+def source_model(args: argparse.Namespace, work: Path) -> Path:
+    """The supervised source run (synthetic_ablation's step, with ``--extra``), or
+    ``--source-model``."""
+    if args.source_model is not None:
+        if finished(args.source_model, epochs(SOURCE_CONFIG, [])) is None:
+            sys.exit(f"--source-model {args.source_model} is not a finished source run")
+        return args.source_model
+    source = make_data(work / "data_source", args.source_seed, source=True)
+    pre = work / "source_model"
+    if finished(pre, epochs(SOURCE_CONFIG, args.extra)) is None:
+        print(f"supervised source model on {source} (seed {args.source_seed})", flush=True)
+        reid_train(SOURCE_CONFIG, pre, [*BUDGET, f"data.data_root={source}", *args.extra])
+    return pre
+
+
+def run_all(args: argparse.Namespace, rows: list[Row]) -> list[dict]:
+    """Train (or reuse) every (noise, seed, row) run; one record per run."""
+    work = args.workdir / f"t{args.target_seed}_s{args.source_seed}"
+    target = make_data(work / "data_target", args.target_seed, source=False)
+    pre = source_model(args, work)
+    counts = NoiseCounts(target)
+    runs = []
+    for rate in args.noise:
+        for seed in args.seeds:
+            for row in rows:
+                out = work / f"noise{rate:g}" / slug(row.name) / f"seed{seed}"
+                n_epochs = epochs(row.config, args.extra)
+                done = finished(out, n_epochs)
+                if done is None:
+                    t0 = time.perf_counter()
+                    reid_train(row.config, out, [
+                        *BUDGET, *row.overrides, "cluster.labels=noisy_ground_truth",
+                        f"cluster.label_noise={rate:g}", f"cluster.label_noise_seed={seed}",
+                        f"data.data_root={target}", f"model.pretrained={pre / 'last'}",
+                        f"runtime.seed={seed}", *args.extra,
+                    ])  # fmt: skip
+                    done = finished(out, n_epochs)
+                    assert done is not None, f"{out} did not finish"
+                    print(
+                        f"noise {100 * rate:g} % seed {seed} {row.name}: mAP {done['mAP']:.1f} "
+                        f"({time.perf_counter() - t0:.0f} s)",
+                        flush=True,
+                    )
+                q = last_quality(out)
+                runs.append({
+                    "row": row.name, "noise": rate, "seed": seed,
+                    "realised_noise": q.get("label_noise"), "noise_counts": counts(rate, seed),
+                    "pairwise_precision": q.get("pairwise_precision"),
+                    "pairwise_recall": q.get("pairwise_recall"), **done,
+                })  # fmt: skip
+    return runs
+
+
+def _cell(runs: list[dict], key: str = "mAP") -> str:
+    return mean_std([r[key] for r in runs]) if runs else "–"
+
+
+def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
+    """Paired (by seed) mean of a − b with its 95 % t interval."""
+    base = {r["seed"]: r[key] for r in b}
+    pairs = [(r[key], base[r["seed"]]) for r in a if r["seed"] in base]
+    if not pairs:
+        return "–"
+    d, lo, hi = paired_ci([x for x, _ in pairs], [y for _, y in pairs])
+    return f"{d:+.1f} ({lo:+.1f}, {hi:+.1f})" if len(pairs) > 1 else f"{d:+.1f}"
+
+
+def tables(runs: list[dict], rows: list[str], noise: list[float]) -> str:
+    """mAP and Rank-1 per row and noise, the paired differences to CE, the drop with noise, and
+    the realised noise."""
+    cell = {
+        (r, n): [x for x in runs if x["row"] == r and x["noise"] == n] for r in rows for n in noise
+    }
+    heads = " | ".join(f"{100 * n:g} %" for n in noise)
+    rule = "|---" * (len(noise) + 1) + "|"
+    out = ["mAP % (mean ± std over seeds):", "", f"| row | {heads} |", rule]
+    out += [f"| {r} | " + " | ".join(_cell(cell[r, n]) for n in noise) + " |" for r in rows]
+    out += ["", "Rank-1 %:", "", f"| row | {heads} |", rule]
+    out += [
+        f"| {r} | " + " | ".join(_cell(cell[r, n], "rank1") for n in noise) + " |" for r in rows
+    ]
+    if REFERENCE in rows:
+        out += ["", f"Δ mAP vs {REFERENCE} at the same noise (paired by seed, 95 % t CI):", ""]
+        out += [f"| row | {heads} |", rule]
+        out += [
+            f"| {r} | " + " | ".join(_delta(cell[r, n], cell[REFERENCE, n]) for n in noise) + " |"
+            for r in rows
+            if r != REFERENCE
+        ]
+    if len(noise) > 1:
+        lo, hi = min(noise), max(noise)
+        out += [
+            "",
+            f"mAP change from {100 * lo:g} % to {100 * hi:g} % noise (paired by seed, 95 % t CI;"
+            " the smaller the loss, the more robust):",
+            "",
+            "| row | Δ mAP |",
+            "|---|---|",
+        ]
+        out += [f"| {r} | {_delta(cell[r, hi], cell[r, lo])} |" for r in rows]
+    out += [
+        "",
+        "Realised noise (fraction of the training images corrupted; the same for every row of a "
+        "seed):",
+        "",
+        "| requested | realised, mean (min–max over seeds) | merged / split / outliers (images) |",
+        "|---|---|---|",
+    ]
+    for n in noise:
+        by_seed = {x["seed"]: x for x in runs if x["noise"] == n}
+        real = [x["noise_counts"]["rate"] for x in by_seed.values()]
+        counts = [x["noise_counts"] for x in by_seed.values()]
+        shown = (
+            f"{100 * statistics.fmean(real):.1f} % ({100 * min(real):.1f}–{100 * max(real):.1f})"
+            if real
+            else "–"
+        )
+        split = (
+            " / ".join(
+                f"{statistics.fmean(c[k] for c in counts):.0f}"
+                for k in ("merged", "split", "outliers")
+            )
+            if counts
+            else "–"
+        )
+        out.append(f"| {100 * n:g} % | {shown} | {split} |")
+    return "\n".join(out)
+
+
+def check_shared_noise(runs: list[dict]) -> list[str]:
+    """Every run of a (noise, seed) trained on the noisy labels ``noisy_labels`` gives for it
+    (so the rows of a seed share them)."""
+    problems = []
+    for r in runs:
+        value, expected = r["realised_noise"], r["noise_counts"]["rate"]
+        where = f"{r['row']} noise {r['noise']:g} seed {r['seed']}"
+        if value is None:
+            problems.append(f"{where}: its history records no label_noise")
+        elif not math.isclose(value, expected, abs_tol=1e-9):
+            problems.append(f"{where}: realised noise {value:.4f}, expected {expected:.4f}")
+    return problems
+
+
+def plot(runs: list[dict], rows: list[str], noise: list[float], path: Path) -> bool:
+    """mAP against the requested noise, one line per row, error bars = std over seeds."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        print(
+            f"no plot: matplotlib is not installed (pip install matplotlib), {path} not written",
+            file=sys.stderr,
+        )
+        return False
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, row in enumerate(rows):
+        xs, ys, errs = [], [], []
+        for n in noise:
+            maps = [r["mAP"] for r in runs if r["row"] == row and r["noise"] == n]
+            if maps:
+                xs.append(100 * n + (i - (len(rows) - 1) / 2) * 0.4)  # dodge the error bars
+                ys.append(statistics.fmean(maps))
+                errs.append(statistics.stdev(maps) if len(maps) > 1 else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=errs, marker="os^D"[i % 4], capsize=3, label=row)
+    ax.set_xticks([100 * n for n in noise])
+    ax.set_xlabel("label noise (% of training images corrupted)")
+    ax.set_ylabel("mAP % (mean ± std over seeds)")
+    ax.set_title("Synthetic target: mAP under controlled label noise")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+    return True
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"a noise rate must be in [0, 1), got {text}")
+    return value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--target-seed", type=int, default=0)
+    parser.add_argument("--source-seed", type=int, default=100)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument(
+        "--noise", type=_rate, nargs="+", default=[0.0, 0.2, 0.4], help="label noise rates"
+    )
+    parser.add_argument("--rows", nargs="+", help=f"row names (default: all): {ROW_NAMES}")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "label_noise")
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--no-write", dest="write", action="store_false")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "label_noise.png")
+    parser.add_argument("--no-plot", dest="draw", action="store_false")
+    parser.add_argument(
+        "--source-model",
+        type=Path,
+        help="a finished source run to start from (e.g. runs/ablation/t0_s100/source_model) "
+        "instead of training one in --workdir",
+    )
+    parser.add_argument(
+        "--extra",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides added to every run, the source run too (tests: optim.epochs=1 "
+        "optim.iters=2); use another --workdir",
+    )
+    args = parser.parse_args()
+    unknown = set(args.rows or ()) - set(ROW_NAMES)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; choose from {ROW_NAMES}")
+    rows = [r.name for r in ROWS if not args.rows or r.name in args.rows]
+    noise = sorted(set(args.noise))
+    args.noise = noise
+
+    start = time.perf_counter()
+    runs = run_all(args, [r for r in ROWS if r.name in rows])
+    problems = check_shared_noise(runs)
+    for p in problems:
+        print(f"WARNING: {p}", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    table = tables(runs, rows, noise)
+    print(table)
+    drawn = plot(runs, rows, noise, args.plot) if args.draw else False
+    figure = ""
+    docs = ROOT / "docs"
+    if drawn and args.plot.resolve().parent == docs:
+        figure = f"\n![mAP against label noise]({args.plot.name})\n"
+    compute = sum(r["compute_s"] for r in runs)
+    pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
+    extra = f" Extra overrides: `{' '.join(args.extra)}`." if args.extra else ""
+    body = f"""## Label refinement under controlled label noise ({pair})
+
+The claim under test: label refinement (PPLR's AALS + PGLR, DCLS's dynamic smoothing) makes
+training robust to noisy labels. Each row trains from the supervised source model on the
+target's *true* identities with a fraction of the training images corrupted, once per run, the
+way clustering corrupts them (`cluster.labels: noisy_ground_truth`, `reid_train.label_noise`): a
+third by false merges of look-alikes (same family), a third by false splits of an identity's
+smallest camera, a third by outliers (dropped). Seed i is the run seed and the noise seed, so
+the rows of a seed share their noisy labels and the differences to CE are paired (95 % t
+interval). Rows: CE and constant LS (ε 0.1) on `{BASELINE}`, PPLR (AALS + PGLR) on
+`{PPLR}`, DCLS (full) on `{DCLS}`; one evaluation after the last epoch. Seeds
+{", ".join(map(str, args.seeds))}.{extra} Regenerate with `python benchmarks/label_noise.py`; the
+runs took {compute / 60:.0f} min of compute (this invocation
+{(time.perf_counter() - start) / 60:.0f} min). Machine: {machine()}.
+{figure}
+{table}
+"""
+    if args.write:
+        name = SECTION
+        if (args.target_seed, args.source_seed) != (0, 100):
+            name += f"-t{args.target_seed}-s{args.source_seed}"
+        write_section(name, body)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
