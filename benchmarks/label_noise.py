@@ -62,6 +62,7 @@ from synthetic_ablation import (  # noqa: E402
     PPLR,
     SOURCE_CONFIG,
     Row,
+    drop_checkpoints,
     finished,
     make_data,
     mean_std,
@@ -160,6 +161,7 @@ def run_all(args: argparse.Namespace, rows: list[Row]) -> list[dict]:
                     ])  # fmt: skip
                     done = finished(out, n_epochs)
                     assert done is not None, f"{out} did not finish"
+                    drop_checkpoints(out)
                     print(
                         f"noise {100 * rate:g} % seed {seed} {row.name}: mAP {done['mAP']:.1f} "
                         f"({time.perf_counter() - t0:.0f} s)",

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -148,14 +149,29 @@ def epochs_of(config: str) -> int:
 
 
 def make_data(path: Path, seed: int, source: bool) -> Path:
-    """The target (or source) dataset of the proxy: the generator's defaults and ``seed``."""
-    from reid_eval.datasets import make_synthetic_dataset
+    """The target (or source) dataset of the proxy: ``seed`` and the generator options of the
+    target configs (the generator's defaults) or of the source config; an existing folder must
+    hold exactly that dataset."""
+    from reid_eval.datasets import make_synthetic_dataset, synthetic_mismatch
     from reid_train.config import load_config
 
+    config = load_config(ROOT / (SOURCE_CONFIG if source else BASELINE))
+    wanted = _synthetic_config(config.data.synthetic_options)
     if not (path / "synthetic.json").exists():
-        options = load_config(ROOT / SOURCE_CONFIG).data.synthetic_options if source else {}
-        make_synthetic_dataset(path, seed=seed, config=_synthetic_config(options))
+        make_synthetic_dataset(path, seed=seed, config=wanted)
+    differs = synthetic_mismatch(path, seed, wanted)
+    if differs is not None:
+        raise SystemExit(
+            f"{path} holds another synthetic dataset ({differs}): its runs belong to another "
+            "regime; use a new --workdir (or remove that folder)"
+        )
     return path
+
+
+def drop_checkpoints(out: Path) -> None:
+    """A finished row run keeps its records and ``last`` checkpoint only (the sweep's disk)."""
+    for name in ("best", "state"):
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def _synthetic_config(options: dict):  # noqa: ANN202
@@ -170,6 +186,8 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
     target = make_data(work / "data_target", args.target_seed, source=False)
     source = make_data(work / "data_source", args.source_seed, source=True)
     pre = work / "source_model"
+    if finished(pre, epochs_of(SOURCE_CONFIG)) is None and args.only_finished:
+        raise SystemExit(f"--only-finished: no finished source model in {pre}")
     if finished(pre, epochs_of(SOURCE_CONFIG)) is None:
         print(f"supervised source model on {source} (seed {args.source_seed})", flush=True)
         reid_train(SOURCE_CONFIG, pre, [*BUDGET, f"data.data_root={source}"])
@@ -181,6 +199,8 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
             out = work / slug(row.name) / f"seed{seed}"
             epochs = epochs_of(row.config)
             done = finished(out, epochs)
+            if done is None and args.only_finished:
+                continue
             if done is None:
                 t0 = time.perf_counter()
                 reid_train(row.config, out, [
@@ -189,6 +209,8 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
                 ])  # fmt: skip
                 done = finished(out, epochs)
                 assert done is not None, f"{out} did not finish"
+                if not args.keep_checkpoints:
+                    drop_checkpoints(out)
                 took = time.perf_counter() - t0
                 pair = f"t{args.target_seed}/s{args.source_seed}"
                 print(
@@ -297,6 +319,17 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--no-write", dest="write", action="store_false")
+    parser.add_argument(
+        "--only-finished",
+        action="store_true",
+        help="train nothing: report the runs already finished in --workdir (a partial sweep)",
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every run's best/ and state/ folders (by default a finished row run keeps "
+        "last/ only, about 45 MB)",
+    )
     args = parser.parse_args()
     unknown = set(args.rows or ()) - set(ROW_NAMES)
     if unknown:

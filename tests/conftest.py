@@ -46,7 +46,11 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from reid_eval.datasets import SyntheticConfig, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
+    # The generator's defaults before the synthetic proxy (families of 4 for every identity,
+    # 2-4 images per camera, heavier occlusion and noise): the fixture the tests were written on.
     config = SyntheticConfig(
-        num_train_ids=12, num_test_ids=12, num_cameras=4, num_distractors=10, num_junk=4
-    )
+        num_train_ids=12, num_test_ids=12, num_cameras=4, num_distractors=10, num_junk=4,
+        family_size=4, family_frac=1.0, images_per_camera=(2, 4), occlusion_prob=0.3,
+        noise_std=3.0, blur_prob=0.25,
+    )  # fmt: skip
     return make_synthetic_dataset(root / "data", seed=3, config=config)

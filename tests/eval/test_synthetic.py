@@ -32,9 +32,13 @@ TINY = SyntheticConfig(
     num_test_ids=8,
     num_cameras=3,
     family_size=4,
+    family_frac=1.0,
     images_per_camera=(1, 3),
     num_distractors=6,
     num_junk=3,
+    occlusion_prob=0.3,
+    noise_std=3.0,
+    blur_prob=0.25,
 )
 
 
@@ -407,7 +411,8 @@ def test_family_frac_keeps_look_alikes_for_a_fraction_of_identities(tmp_path: Pa
     grouped = round(0.5 * TINY.num_train_ids)
     assert sum(s for s in sizes.values() if s == 2) == grouped - grouped % 2
     assert sum(1 for s in sizes.values() if s == 1) == TINY.num_train_ids - grouped + grouped % 2
-    # family_frac=1.0 (the default) draws exactly what the generator drew before the option.
+    # family_frac=1.0 draws exactly what the generator drew before the option: the families of
+    # a fixed seed match a run of the earlier code (their identities' family numbers and pids).
     whole = make_synthetic_dataset(tmp_path / "whole", seed=0, config=TINY)
     again = make_synthetic_dataset(
         tmp_path / "again", seed=0, config=dataclasses.replace(TINY, family_frac=1.0)
@@ -419,13 +424,17 @@ def test_family_frac_keeps_look_alikes_for_a_fraction_of_identities(tmp_path: Pa
 
 
 def test_reuse_accepts_a_dataset_written_before_a_new_default_field(tmp_path: Path) -> None:
-    from reid_eval.cli import _same_synthetic
+    from reid_eval.datasets import synthetic_mismatch
 
     root = make_synthetic_dataset(tmp_path / "old", seed=0, config=TINY)
     meta = json.loads((root / METADATA_FILE).read_text())
-    assert _same_synthetic(root, 0, TINY)
-    del meta["config"]["family_frac"]  # as written before the field existed
+    assert synthetic_mismatch(root, 0, TINY) is None
+    del meta["config"]["family_frac"]  # as written before the field existed: it drew 1.0
     (root / METADATA_FILE).write_text(json.dumps(meta))
-    assert _same_synthetic(root, 0, TINY)
-    assert not _same_synthetic(root, 0, dataclasses.replace(TINY, family_frac=0.5))
-    assert not _same_synthetic(root, 1, TINY)
+    assert synthetic_mismatch(root, 0, TINY) is None
+    differs = synthetic_mismatch(root, 0, dataclasses.replace(TINY, family_frac=0.5))
+    assert differs == "family_frac: 1.0 -> 0.5"
+    # the current default (0.3) is not what an older file without the field stands for
+    assert "family_frac: 1.0 -> 0.3" in synthetic_mismatch(root, 0, SyntheticConfig())
+    assert synthetic_mismatch(root, 1, TINY) == "seed: 0 -> 1"
+    assert "does not exist" in synthetic_mismatch(tmp_path / "none", 0, TINY)

@@ -272,7 +272,11 @@ def test_missing_synthetic_root_is_generated(
     assert calls == [(".synthetic.tmp", 7, 9)] and (data / "query").is_dir()
     with pytest.raises(ConfigError, match="data.synthetic_options"):
         tiny(data, "data.synthetic_options.num_cameras=99")
-    Trainer(cfg, tmp_path / "run2").close()  # present now: not generated again
+    # present now: not generated again. It is the session dataset (seed 3, other options), not
+    # what the config describes: a warning names the differences, and training uses it.
+    with pytest.warns(RuntimeWarning, match=r"seed: 3 -> 7; num_train_ids: 12 -> 9") as record:
+        Trainer(cfg, tmp_path / "run2").close()
+    assert "remove the folder" in str(record[0].message)
     assert len(calls) == 1
     other = load_config(TINY, [f"data.data_root={tmp_path / 'none'}", "data.dataset=market1501"])
     with pytest.raises(Exception, match="does not exist"):  # no other dataset is ever made

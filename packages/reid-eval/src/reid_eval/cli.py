@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .datasets import SyntheticConfig, dataset_names, load_dataset, make_synthetic_dataset
+from .datasets import (
+    SyntheticConfig,
+    dataset_names,
+    load_dataset,
+    make_synthetic_dataset,
+    synthetic_mismatch,
+)
 from .datasets.base import DatasetError, ReIDDataset
 from .devices import resolve_device
 from .features import ImageReadError
@@ -85,29 +91,10 @@ def _synthetic_config(args: argparse.Namespace) -> SyntheticConfig:
     return SyntheticConfig(**given)
 
 
-def _same_synthetic(out: Path, seed: int, config: SyntheticConfig) -> bool:
-    meta_file = out / "synthetic.json"
-    if not meta_file.is_file():
-        return False
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    wanted = json.loads(json.dumps(config.to_dict()))
-    stored = meta.get("config")
-    if not isinstance(stored, dict):
-        return False
-    # A field added to SyntheticConfig later is absent from older datasets; its default draws
-    # exactly what the older generator drew, so an absent field counts as its default.
-    defaults = json.loads(json.dumps(SyntheticConfig().to_dict()))
-    stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
-    return meta.get("seed") == seed and stored == wanted
-
-
 def _cmd_make_synthetic(args: argparse.Namespace) -> int:
     config = _synthetic_config(args)
     out = Path(args.out_dir)
-    if args.reuse and _same_synthetic(out, args.seed, config):
+    if args.reuse and synthetic_mismatch(out, args.seed, config) is None:
         print(f"'{out}' already holds the synthetic dataset for seed {args.seed}; kept as is")
     else:
         start = time.perf_counter()

@@ -19,7 +19,12 @@ from .base import (
 from .folder import FolderDataset
 from .market1501 import Market1501, SyntheticReID
 from .msmt17 import MSMT17
-from .synthetic import SyntheticConfig, make_synthetic_dataset, synthetic_families
+from .synthetic import (
+    SyntheticConfig,
+    make_synthetic_dataset,
+    synthetic_families,
+    synthetic_mismatch,
+)
 from .veri776 import VeRi776
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "load_dataset",
     "make_synthetic_dataset",
     "synthetic_families",
+    "synthetic_mismatch",
 ]
 
 #: Registry of layouts by name.

@@ -34,11 +34,17 @@ holds the remaining test images plus distractors and junk. Every test identity h
 in at least two cameras, so every query has a true match from another camera. Train and test
 identities (and whole families) are disjoint.
 
-With the default :class:`SyntheticConfig` (100 + 100 identities in 50 families, 6 cameras, 200
-distractors, 40 junk) the generator writes about 900 training images, 300 queries and 820
-gallery images of 64 x 128 pixels in about 10 s on one CPU core; time grows linearly with the
-number of images. A mean-colour-of-stripes baseline reaches only about 10 % rank-1 on it, and
-its top match is from the right family about half of the time.
+The default :class:`SyntheticConfig` is the target of the project's synthetic proxy for
+unsupervised re-ID (docs/benchmarks.md, "The synthetic proxy"): 100 + 100 identities, 30 % of
+them in look-alike pairs, 3-5 images per camera in 2-4 of 6 cameras, occlusion 0.1, sensor
+noise 1, blur 0.1, 200 distractors and 40 junk images. It writes about 1,190 training images,
+300 queries and 1,120 gallery images of 64 x 128 pixels in about 15 s on one CPU core; time
+grows linearly with the number of images. The earlier defaults were a harder setting: every
+identity in a family of 4, 2-4 images per camera, occlusion 0.3, noise 3 and blur 0.25, i.e.
+``SyntheticConfig(family_size=4, family_frac=1.0, images_per_camera=(2, 4),
+occlusion_prob=0.3, noise_std=3.0, blur_prob=0.25)``. There a mean-colour-of-stripes baseline
+reaches only about 10 % rank-1, and its top match is from the right family about half of the
+time.
 
 Generation is deterministic: the same ``seed`` and configuration give byte-identical files for a
 given Pillow/libjpeg. Random streams are derived with :class:`numpy.random.SeedSequence` from
@@ -124,8 +130,8 @@ class SyntheticConfig:
         family_size: identities per family; a family shares its global colours and its members
             differ from the first member in one part. 1 disables families.
         family_frac: fraction of the identities (of each split) that belong to families of
-            ``family_size``; the others are families of one, with no look-alike. 1.0 (the
-            default) puts every identity in a family.
+            ``family_size``; the others are families of one, with no look-alike. 1.0 puts
+            every identity in a family.
         images_per_camera: inclusive range of images per (identity, camera). Test identities get
             at least 2 images in at least 2 of their cameras so every query has a cross-camera
             gallery match.
@@ -149,16 +155,16 @@ class SyntheticConfig:
     num_cameras: int = 6
     height: int = 128
     width: int = 64
-    family_size: int = 4
-    family_frac: float = 1.0
-    images_per_camera: tuple[int, int] = (2, 4)
+    family_size: int = 2
+    family_frac: float = 0.3
+    images_per_camera: tuple[int, int] = (3, 5)
     cameras_per_id: tuple[int, int] = (2, 4)
     num_distractors: int = 200
     num_junk: int = 40
-    occlusion_prob: float = 0.3
+    occlusion_prob: float = 0.1
     jpeg_quality: int = 95
-    noise_std: float = 3.0
-    blur_prob: float = 0.25
+    noise_std: float = 1.0
+    blur_prob: float = 0.1
     lookalike_frac: float = 0.3
     partial_frac: float = 0.2
     render_scale: int = 2
@@ -1422,3 +1428,40 @@ def synthetic_families(root: str | os.PathLike[str]) -> dict[int, int]:
             f"of entries with 'pid' and 'family'; {type(e).__name__}: {e}); regenerate the "
             f"dataset with 'reid-eval make-synthetic {root} --overwrite'"
         ) from None
+
+
+#: Fields added to :class:`SyntheticConfig` after datasets were first written, with the value
+#: that reproduces what the generator drew before the field existed (the value an older
+#: ``synthetic.json`` without the field stands for).
+_VALUE_BEFORE_FIELD: dict[str, Any] = {"family_frac": 1.0}
+
+
+def synthetic_mismatch(
+    root: str | os.PathLike[str], seed: int, config: SyntheticConfig | None = None
+) -> str | None:
+    """How the dataset at ``root`` differs from ``make_synthetic_dataset(root, seed, config)``.
+
+    ``None`` when ``root/synthetic.json`` records this seed and configuration (the images there
+    are what the call would write); otherwise a one-line description: a missing or unreadable
+    metadata file, or the differing seed and fields as ``name: stored -> wanted``. Metadata
+    written before a field existed counts as that field's earlier behaviour (``family_frac``:
+    1.0), whatever its default is now.
+    """
+    config = config or SyntheticConfig()
+    path = pathlib.Path(root) / METADATA_FILE
+    if not path.is_file():
+        return f"'{path}' does not exist (not a generated synthetic dataset)"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"'{path}' is unreadable ({type(e).__name__}: {e})"
+    stored = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(stored, dict):
+        return f"'{path}' holds no generator configuration"
+    wanted = json.loads(json.dumps(config.to_dict()))
+    stored = {**_VALUE_BEFORE_FIELD, **stored}
+    diffs = [f"seed: {meta.get('seed')!r} -> {seed!r}"] if meta.get("seed") != seed else []
+    diffs += [
+        f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in wanted.items() if stored.get(k) != v
+    ]
+    return "; ".join(diffs) or None
