@@ -1461,7 +1461,5 @@ def synthetic_mismatch(
     wanted = json.loads(json.dumps(config.to_dict()))
     stored = {**_VALUE_BEFORE_FIELD, **stored}
     diffs = [f"seed: {meta.get('seed')!r} -> {seed!r}"] if meta.get("seed") != seed else []
-    diffs += [
-        f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in wanted.items() if stored.get(k) != v
-    ]
+    diffs += [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in wanted.items() if stored.get(k) != v]
     return "; ".join(diffs) or None
