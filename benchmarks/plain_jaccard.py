@@ -1,10 +1,11 @@
 """A plain, loop-based k-reciprocal Jaccard distance written straight from the algorithm.
 
 This is the yardstick for ``reid_clustering.compute_jaccard_distance``: it follows the steps of
-METHODS.md one sample at a time with dense ``N × N`` float32 matrices, the way the SpCL/PPLR
-reference computes them (Python loops, per-column inverted index), but with a numpy brute-force
-kNN instead of faiss. ``benchmarks/clustering_scale.py`` times it and the test suite uses it as an
-independent oracle (``tests/clustering``). It is deliberately not optimised.
+docs/design.md ("k-reciprocal Jaccard distance") one sample at a time with dense ``N × N``
+float32 matrices, the way the SpCL/PPLR reference computes them (Python loops, per-column
+inverted index), but with a numpy brute-force kNN instead of faiss.
+``benchmarks/clustering_scale.py`` times it and the test suite uses it as an independent oracle
+(``tests/clustering``). It is deliberately not optimised.
 """
 
 from __future__ import annotations

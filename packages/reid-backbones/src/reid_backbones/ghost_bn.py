@@ -2,11 +2,11 @@
 
 The official PPLR results were trained with ``nn.DataParallel`` on 4 GPUs, so every BatchNorm
 normalised over a quarter of the 64-image batch (16 images = 4 pseudo identities × 4 images);
-users training on one GPU see a lower mAP (METHODS.md). With ``groups=G`` a ghost BatchNorm splits
-the batch into G consecutive chunks and normalises each with its own mean and variance (Hoffer et
-al., "Train longer, generalize better", NeurIPS 2017, call this ghost batch normalisation), which
-reproduces G-way DataParallel statistics on one device. Evaluation uses the running statistics,
-exactly like :class:`torch.nn.BatchNorm2d`.
+users training on one GPU report a lower mAP (docs/design.md, "Ghost BatchNorm"). With
+``groups=G`` a ghost BatchNorm splits the batch into G consecutive chunks and normalises each
+with its own mean and variance (Hoffer et al., "Train longer, generalize better", NeurIPS 2017,
+call this ghost batch normalisation), which reproduces G-way DataParallel statistics on one
+device. Evaluation uses the running statistics, exactly like :class:`torch.nn.BatchNorm2d`.
 
 Running statistics. Under DataParallel every replica updates its own copy of the running
 mean/variance and only replica 0's copy survives the step, so the official runs estimate them from

@@ -4,8 +4,10 @@ All three share a ResNet backbone (last stride 1) and a global branch: global av
 BNNeck → bias-free classifier. They differ in the part/local branch (:class:`PartBranch`):
 
 * ``baseline`` — none.
-* ``pplr`` — P uniform disjoint stripes of the backbone map (PPLR Sec. 3.1), each average-pooled
-  with its own BNNeck and classifier; option ``num_parts`` (3).
+* ``pplr`` — P horizontal stripes of the backbone map (PPLR Sec. 3.1), each average-pooled
+  with its own BNNeck and classifier; options ``num_parts`` (3) and ``part_bins``
+  (``"adaptive"``: the bins of the official code's ``AdaptiveAvgPool2d((P, 1))``, neighbours
+  sharing a row when P does not divide the map height; ``"disjoint"``: uniform stripes).
 * ``dcls`` — an attention block on the backbone map, then N_l overlapping horizontal regions
   (DCLS Sec. 3.2, Fig. 1-2), each with its own BNNeck and classifier; options ``attention``
   (``"soft"``, ``"cbam"``, ``"eca"``, ``"se"`` or ``"none"``), ``num_regions`` (3; 0 gives the
@@ -67,10 +69,12 @@ class ReIDOutput(NamedTuple):
     (``num_classes == 0``).
 
     Attributes:
-        global_features: ``[N, D]`` global average-pooled map, **before** the BNNeck (what the
-            METHODS.md triplet loss takes).
+        global_features: ``[N, D]`` global average-pooled map, **before** the BNNeck (the
+            alternative triplet input, ``triplet_features: pooled`` in reid-train; see
+            docs/design.md, "PPLR", "Soft triplet").
         global_bn_features: ``[N, D]`` the same **after** the BNNeck: the classifier's input, and
-            the feature the official PPLR code gives to its triplet and camera-proxy losses.
+            the feature the official PPLR code (and reid-train by default) gives to its triplet
+            and camera-proxy losses.
         global_logits: ``[N, K]`` global classifier outputs.
         part_features: ``[N, P, D]`` part/local features **after** their BNNecks (the official
             PPLR convention: its training output and, L2-normalised, its cross-agreement input).

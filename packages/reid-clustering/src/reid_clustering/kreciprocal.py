@@ -13,7 +13,7 @@ half set columns               ``round(k1/2) + 1``             ``round(k1/2) + 1
 pair distance ``d(i, j)``      ``2 − 2⟨x_i, x_j⟩``             squared, column-normalised input
 =============================  ==============================  ==============================
 
-Steps (paper Sec. 3.2–3.4; notation of METHODS.md):
+Steps (paper Sec. 3.2–3.4; notation of docs/design.md, "k-reciprocal Jaccard distance"):
 
 1. ``R(i)``: the members ``j`` of the first ``w`` columns of row ``i`` whose own first ``w``
    columns contain ``i`` (:func:`reciprocal_mask`, :func:`k_reciprocal_sets`).
