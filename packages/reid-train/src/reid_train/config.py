@@ -185,7 +185,8 @@ class ClusterConfig:
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
-    #: Sparse radius-graph path: null (automatic by size), true or false.
+    #: Sparse radius-graph path: null (automatic: on the CPU above 8,192 images, on a GPU
+    #: always), true or false (on a GPU honoured up to 8,192 images only); the same labels.
     sparse: bool | None = None
     #: Where the epoch's labels come from: ``dbscan`` (pseudo labels, the unsupervised setting),
     #: ``ground_truth`` (the training split's identities: supervised training, e.g. to
@@ -230,7 +231,7 @@ class MethodConfig:
     #: Weight of the triplet term (0 removes it).
     triplet_weight: float = 1.0
     #: Features of the triplet (and camera) losses: ``bn`` = after the BNNeck, as the official
-    #: PPLR code does; ``pooled`` = before it, as METHODS.md reads PPLR Eq. 3.
+    #: PPLR code does; ``pooled`` = before it (docs/design.md, "PPLR", "Soft triplet").
     triplet_features: Literal["bn", "pooled"] = "bn"
     #: Constant label smoothing ε of the global classifier where no refinement applies
     #: (baseline; pplr with use_pglr false). 0 = plain cross-entropy.

@@ -1,13 +1,16 @@
 """The training engine: one loop for baseline, PPLR, PPLR+camera and DCLS, on Accelerate.
 
-An epoch (ARCHITECTURE.md, "One training epoch, as data flows"):
+An epoch (docs/design.md, "One training epoch"):
 
 1. every process extracts the global (and part) features of its shard of the training images;
-   the shards are gathered on every process;
+   the shards are gathered on every process, where they stay on the training device
+   (``Accelerator.device``: the GPU of a GPU run);
 2. the main process clusters the global features (``reid_clustering.dbscan_clustering``) and,
    for PPLR, computes the cross agreement (``reid_refine.cross_agreement``, its searches by
    ``reid_clustering.knn_search``, the clustering's global ranked list reused where it ranked the
-   same features: :func:`_reusable_ranking`); both are broadcast;
+   same features: :func:`_reusable_ranking`), both on that device; only the sparse radius graph
+   of the Jaccard distance goes to the CPU, for scikit-learn's DBSCAN
+   (:meth:`Trainer._cluster` has the memory bound); labels and agreement are broadcast;
 3. every process writes the L2-normalised cluster centroids into the first K rows of the
    fixed-capacity classifiers (``ReIDModel.load_centroids``, the official PPLR scheme: the
    parameters stay the same objects, so Adam's state and DDP stay valid) and, for PPLR+camera,
@@ -43,6 +46,7 @@ from tqdm.auto import tqdm
 
 from reid_backbones import ReIDModel, build_model, save_checkpoint
 from reid_clustering import (
+    SPARSE_THRESHOLD,
     DBSCANResult,
     NoClustersWarning,
     cluster_statistics,
@@ -185,6 +189,7 @@ class Trainer:
         self._tb = self._open_tensorboard()
         self._last_summary: EpochSummary | None = None
         self._noisy: NoisyLabels | None = None  # cluster.labels: noisy_ground_truth, once
+        self._dense_refused = False  # warned once that cluster.sparse=false was overridden
 
     def _on_main(self, job: Any) -> Any:
         """Run ``job`` on the main process; a :class:`RunDirError` or :class:`ConfigError` it
@@ -352,7 +357,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ epoch
     def run_epoch(self, epoch: int) -> EpochSummary:
-        """Extract, cluster, re-initialise the classifiers, train ``iters`` batches."""
+        """Extract, cluster, re-initialise the classifiers, train ``iters`` batches.
+
+        The extracted features live on the training device from extraction until the
+        classifiers and camera proxies are initialised; they are released before the batches.
+        """
         cfg, summary = self.cfg, EpochSummary(epoch=epoch, lr=self.scheduler.get_last_lr()[0])
         start = time.perf_counter()
         feats, parts, valid = self._extract(self.train_records, parts=self._needs_parts)
@@ -374,7 +383,10 @@ class Trainer:
             )
         else:
             try:
-                self._train_epoch(epoch, labels, agreement, feats, parts, num_clusters, summary)
+                loader = self._train_loader(epoch, labels)
+                proxies = self._init_classifiers(feats, parts, labels, num_clusters)
+                del feats, parts, valid  # the batches never read them: free the device memory
+                self._train_epoch(epoch, loader, agreement, proxies, num_clusters, summary)
                 summary.trained = True
                 self.trained_epochs += 1
             except TooFewIdentitiesError as e:
@@ -400,18 +412,55 @@ class Trainer:
         valid: torch.Tensor,
         summary: EpochSummary,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Pseudo labels (main process, broadcast) and PPLR's cross agreement."""
-        cfg, n = self.cfg, feats.shape[0]
-        labels = torch.full((n,), -1, dtype=torch.int64)
+        """Pseudo labels (main process, broadcast) and PPLR's cross agreement.
+
+        ``feats`` ``[N, D]``, ``parts`` ``[N, P, D]`` and ``valid`` are on the training device
+        (:meth:`_extract`) and every step runs there: the kNN, the k-reciprocal encoding and the
+        Jaccard distance (``reid_clustering``), the cross agreement (``reid_refine``), the
+        camera debiasing and the DCLS β statistics. Only the sparse radius graph of the Jaccard
+        distance (the pairs within ``cluster.eps``) crosses to the CPU, where scikit-learn's
+        DBSCAN labels it: on an accelerator the sparse path is always taken (an explicit
+        ``cluster.sparse: false`` only up to ``SPARSE_THRESHOLD``, 8,192, images;
+        :func:`_sparse_path`). CPU runs compute exactly what they did when the features were
+        gathered to the CPU.
+
+        Peak device memory of the main process, besides the gathered features (``N × D`` and
+        ``N × P × D`` float32: 0.27 and 0.80 GB for MSMT17's 32,621 training images at
+        D = 2048, P = 3); nothing of size ``N × N`` (4.3 GB there) is allocated:
+
+        * the clustering's L2-normalised copy of the features (``N × D``, kept for the cross
+          agreement's reuse) and, while it is made and searched, ``N × D`` temporaries (the
+          kNN's ``|x|`` for its scaling check, the input checks' ``N × D`` booleans);
+        * the exact kNN: one 2048 × 2048 similarity block, the running top ``k1 + 8`` of every
+          row (``N × 38``), candidate pairs ``O(N·k1)`` (more only where many neighbours tie
+          within the search's error bound) and 16 MiB chunks to re-score them;
+        * the encoding: ``O(N·k1)`` entries (the expanded reciprocal sets, a few dozen per
+          row), and the Jaccard distance block by block of rows (a ``rows × N`` accumulator of
+          at most 2²³ floats, at most 2²³ visited triples per block), kept as the radius graph;
+        * the cross agreement: one contiguous ``N × D`` copy of a part at a time, searched like
+          the global features, and ``N × (k + 1)`` ranked lists;
+        * the DCLS β: row blocks of 4,096 features (:func:`_mean_beta`).
+
+        Together about 0.3 GB of blocks and ``O(N·k)`` lists plus up to about four ``N × D``
+        float32 temporaries: about 1.4 GB at MSMT17 size and D = 2048, estimated from this
+        path's peak memory on the CPU at N = 32,621 (0.33 GB at D = 64, 0.57 GB at D = 512);
+        it grows like ``N·(k + D)``. With ``cluster.camera_debias``, or images left out of the
+        clustering, the clustered features are one more ``N × D`` copy (the debiasing's
+        temporaries two more). The other processes hold only their gathered features (needed
+        for the centroids) and wait for the broadcast.
+        """
+        cfg, n, device = self.cfg, feats.shape[0], feats.device
+        labels = torch.full((n,), -1, dtype=torch.int64)  # on the CPU: the sampler reads them
         use_agreement = cfg.method.name in ("pplr", "pplr_cam") and parts is not None
-        agreement = torch.zeros(n, self.net.num_parts) if use_agreement else None
+        agreement = torch.zeros(n, self.net.num_parts, device=device) if use_agreement else None
         if self.acc.is_main_process:
             keep = valid.nonzero().flatten()
+            keep_cpu = keep.cpu()
             clustering: DBSCANResult | None = None
             if cfg.cluster.labels == "ground_truth":
-                found = _ground_truth_labels(self.train_pids[keep.numpy()])
+                found = _ground_truth_labels(self.train_pids[keep_cpu.numpy()])
             elif cfg.cluster.labels == "noisy_ground_truth":
-                found = _compact(self._noisy_labels().labels[keep.numpy()])
+                found = _compact(self._noisy_labels().labels[keep_cpu.numpy()])
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NoClustersWarning)  # the epoch note says it
@@ -421,22 +470,22 @@ class Trainer:
                         cfg.cluster.min_samples,
                         cfg.cluster.k1,
                         cfg.cluster.k2,
-                        sparse=cfg.cluster.sparse,
+                        sparse=self._dbscan_sparse(keep.numel(), device),
                         backend="torch",  # the ranking of `_knn`, so that it can be reused
                     )
                 found = clustering.labels
-            labels[keep] = torch.from_numpy(found)
+            labels[keep_cpu] = torch.from_numpy(found)
             if agreement is not None:
                 agreement = self._agreement(feats, parts, keep, clustering)
+            del clustering  # its normalised copy of the features: not needed any more
         labels = self._broadcast(labels)
         if agreement is not None:
-            agreement = self._broadcast(agreement)
+            agreement = self._broadcast(agreement)  # stays on the device, where the losses are
             clustered = labels >= 0
             if bool(clustered.any()):
-                summary.agreement = agreement[clustered].mean(dim=0).tolist()
-        if cfg.method.name == "dcls" and parts is not None:
-            beta = dcls_smoothing_factors(feats, parts, cfg.method.metric)[0]
-            summary.beta = beta[valid].mean(dim=0).tolist()
+                summary.agreement = agreement[clustered.to(device)].mean(dim=0).tolist()
+        if cfg.method.name == "dcls" and parts is not None and self.acc.is_main_process:
+            summary.beta = _mean_beta(feats, parts, valid, cfg.method.metric)  # logged by main
         stats = cluster_statistics(labels)
         summary.clusters, summary.outliers = stats.num_clusters, stats.num_outliers
         truth = self.train_pids
@@ -453,6 +502,20 @@ class Trainer:
             if self._noisy is not None:  # the realised noise of the whole training split
                 summary.quality["label_noise"] = self._noisy.rate
         return labels, agreement
+
+    def _dbscan_sparse(self, n: int, device: torch.device) -> bool | None:
+        """``sparse`` for :func:`reid_clustering.dbscan_clustering` on ``n`` features on
+        ``device``: ``cluster.sparse``, except on an accelerator (:func:`_sparse_path`)."""
+        setting = self.cfg.cluster.sparse
+        sparse = _sparse_path(setting, n, device)
+        if setting is False and sparse and not self._dense_refused:
+            self._dense_refused = True
+            self._warn(
+                f"cluster.sparse=false asks for the dense {n} x {n} Jaccard matrix on {device}; "
+                f"above {SPARSE_THRESHOLD} images the sparse radius graph is used there instead "
+                "(the same labels, without an N x N matrix in device memory)"
+            )
+        return sparse
 
     def _noisy_labels(self) -> NoisyLabels:
         """``cluster.labels: noisy_ground_truth``: the training split's identities corrupted
@@ -495,32 +558,48 @@ class Trainer:
         return cross_agreement(global_feats, parts, k=k, knn=_knn, global_ranked=global_ranked)
 
     def _cluster_features(self, feats: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """The features DBSCAN sees (``cluster.camera_debias``: see :func:`camera_debiased`)."""
+        """The features DBSCAN sees (``cluster.camera_debias``: see :func:`camera_debiased`), on
+        the features' device; ``feats`` itself (no copy) when every row is kept."""
+        kept = feats if keep.numel() == feats.shape[0] else feats[keep]
         if not self.cfg.cluster.camera_debias:
-            return feats[keep]
-        return camera_debiased(feats[keep], torch.from_numpy(self.train_camids[keep.numpy()]))
+            return kept
+        camids = torch.from_numpy(self.train_camids[keep.cpu().numpy()])
+        return camera_debiased(kept, camids.to(feats.device))
+
+    def _train_loader(self, epoch: int, labels: torch.Tensor) -> Any:
+        """This process's P×K batches of the epoch (raises :class:`TooFewIdentitiesError`)."""
+        cfg = self.cfg
+        return build_train_loader(
+            self.train_records, labels.numpy(), cfg.data, iters=cfg.optim.iters,
+            seed=cfg.runtime.seed, epoch=epoch, num_replicas=self.acc.num_processes,
+            rank=self.acc.process_index, max_bad_images=cfg.runtime.max_bad_images,
+            device=self.acc.device,
+        )  # fmt: skip
+
+    def _init_classifiers(
+        self,
+        feats: torch.Tensor,
+        parts: torch.Tensor | None,
+        labels: torch.Tensor,
+        num_clusters: int,
+    ) -> dict[str, Any] | None:
+        """Cluster centroids into the classifiers and, for PPLR+camera, the camera proxies
+        (every process, from the gathered features on the training device)."""
+        self._load_centroids(feats, parts, labels, num_clusters)
+        if self.cfg.method.name != "pplr_cam":
+            return None
+        return self._camera_proxies(feats, parts, labels)
 
     def _train_epoch(
         self,
         epoch: int,
-        labels: torch.Tensor,
+        loader: Any,
         agreement: torch.Tensor | None,
-        feats: torch.Tensor,
-        parts: torch.Tensor | None,
+        proxies: dict[str, Any] | None,
         num_clusters: int,
         summary: EpochSummary,
     ) -> None:
         cfg, device = self.cfg, self.acc.device
-        loader = build_train_loader(
-            self.train_records, labels.numpy(), cfg.data, iters=cfg.optim.iters,
-            seed=cfg.runtime.seed, epoch=epoch, num_replicas=self.acc.num_processes,
-            rank=self.acc.process_index, max_bad_images=cfg.runtime.max_bad_images,
-            device=device,
-        )  # fmt: skip
-        self._load_centroids(feats, parts, labels, num_clusters)
-        proxies = (
-            self._camera_proxies(feats, parts, labels) if cfg.method.name == "pplr_cam" else None
-        )
         agreement = agreement.to(device) if agreement is not None else None
         totals: dict[str, float] = defaultdict(float)
         digest = 0
@@ -564,7 +643,7 @@ class Trainer:
         agreement: torch.Tensor | None,
         proxies: dict[str, Any] | None,
     ) -> dict[str, torch.Tensor]:
-        """The method's loss terms (METHODS.md; ``MethodConfig`` lists the composition)."""
+        """The method's loss terms (docs/design.md, "PPLR"/"DCLS"; ``MethodConfig`` lists them)."""
         m = self.cfg.method
         g_logits = out.global_logits[:, :k].float()
         p_logits = None if out.part_logits is None else out.part_logits[:, :, :k].float()
@@ -633,14 +712,16 @@ class Trainer:
     def _load_centroids(
         self, feats: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor, k: int
     ) -> None:
+        """Cluster means of the features (on their device) into the classifiers' first K rows."""
+        device = feats.device
         clustered = labels >= 0
-        idx, lab = clustered.nonzero().flatten(), labels[clustered]
+        idx, lab = clustered.nonzero().flatten().to(device), labels[clustered].to(device)
         counts = torch.bincount(lab, minlength=k).clamp(min=1).unsqueeze(1)
-        g = torch.zeros(k, feats.shape[1]).index_add_(0, lab, feats[idx]) / counts
+        g = torch.zeros(k, feats.shape[1], device=device).index_add_(0, lab, feats[idx]) / counts
         p = None
         if self.net.num_parts > 0:
             assert parts is not None
-            flat = torch.zeros(k, parts.shape[1] * parts.shape[2])
+            flat = torch.zeros(k, parts.shape[1] * parts.shape[2], device=device)
             flat.index_add_(0, lab, parts[idx].flatten(1))
             p = (flat / counts).view(k, parts.shape[1], parts.shape[2])
         if k > self.net.classifier.out_features:
@@ -654,14 +735,16 @@ class Trainer:
         self, feats: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor
     ) -> dict[str, Any]:
         clustered = labels >= 0
-        cams = torch.tensor([r.camid for r in self.train_records])[clustered]
-        lab, device = labels[clustered], self.acc.device
+        cams = torch.tensor([r.camid for r in self.train_records])[clustered].to(feats.device)
+        lab, device = labels[clustered].to(feats.device), self.acc.device
+        rows = clustered.to(feats.device)
         to_dev = lambda t: tuple(x.to(device) for x in t)  # noqa: E731
-        out: dict[str, Any] = {"global": to_dev(camera_proxies(feats[clustered], lab, cams))}
+        out: dict[str, Any] = {"global": to_dev(camera_proxies(feats[rows], lab, cams))}
         out["parts"] = []
         if parts is not None and self.cfg.method.cam_on_parts:
+            clustered_parts = parts[rows]  # one copy for all parts
             out["parts"] = [
-                to_dev(camera_proxies(parts[clustered][:, i], lab, cams))
+                to_dev(camera_proxies(clustered_parts[:, i], lab, cams))
                 for i in range(parts.shape[1])
             ]
         return out
@@ -685,16 +768,19 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """L2-normalised features of ``records`` (each process its shard, gathered on all).
 
-        Returns ``(global [N, D], parts [N, P, D] | None, valid [N] bool)`` on the CPU, float32;
-        unreadable images have ``valid = False`` (treated as outliers).
+        Returns ``(global [N, D], parts [N, P, D] | None, valid [N] bool)`` float32 on the
+        training device (``self.acc.device``; the CPU in a CPU run), in the order of
+        ``records``; unreadable images have ``valid = False`` (treated as outliers). Nothing is
+        copied to the CPU; with one process the gathered tensors are returned as they are.
         """
+        device = self.acc.device
         rank, world = self.acc.process_index, self.acc.num_processes
         per_rank = math.ceil(len(records) / world)
         shard = list(range(rank, len(records), world))
         shard += [shard[-1]] * (per_rank - len(shard)) if shard else [0] * per_rank
         loader = build_extract_loader(
             [records[i] for i in shard], self.cfg.data,
-            max_bad_images=self.cfg.runtime.max_bad_images, device=self.acc.device,
+            max_bad_images=self.cfg.runtime.max_bad_images, device=device,
             **loader_options,
         )  # fmt: skip
         net, was_training = self.net, self.net.training
@@ -703,40 +789,55 @@ class Trainer:
         for batch in tqdm(
             loader, desc="extract", disable=None if self.acc.is_main_process else True, leave=False
         ):
-            images = batch["image"].to(self.acc.device)
+            images = batch["image"].to(device)
             if self.cfg.runtime.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with self.acc.autocast():
                 g, p = net.extract(images, parts=parts)
             g_out.append(g.float())
             p_out.append(p.float() if p is not None else None)
-            v_out.append(batch["valid"].to(self.acc.device))
+            v_out.append(batch["valid"].to(device))
         net.train(was_training)
-        local_g = torch.cat(g_out)
-        local_v = torch.cat(v_out)
-        index = torch.tensor(shard, device=self.acc.device)
+        with_parts = parts and bool(p_out) and p_out[0] is not None
+        local_g, local_v = torch.cat(g_out), torch.cat(v_out)
+        local_p = torch.cat(p_out) if with_parts else None
+        del g_out, p_out, v_out  # the batches: one copy of the shard is enough
+        index = torch.tensor(shard, device=device)
         gathered_idx = self.acc.gather(index).cpu()
         order = torch.empty(len(records), dtype=torch.int64)
         order[gathered_idx] = torch.arange(gathered_idx.numel())  # duplicates: last one wins
-        g_all = self.acc.gather(local_g).cpu()[order]
-        v_all = self.acc.gather(local_v).cpu()[order].bool()
-        p_all = None
-        if parts and p_out and p_out[0] is not None:
-            p_all = self.acc.gather(torch.cat(p_out)).cpu()[order]
+        # One process (or shards that gather in order): the gathered rows are in order already.
+        in_order = gathered_idx.numel() == len(records) and torch.equal(
+            order, torch.arange(len(records))
+        )
+        order = order.to(device)
+
+        def ordered(local: torch.Tensor) -> torch.Tensor:
+            gathered = self.acc.gather(local)
+            return gathered if in_order else gathered[order]
+
+        g_all = ordered(local_g)
+        v_all = ordered(local_v).bool()
+        p_all = ordered(local_p) if local_p is not None else None
         return g_all, p_all, v_all
 
     def _broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The main process's ``tensor`` on every process, on the device it was given on."""
         if self.acc.num_processes == 1:
             return tensor
-        return broadcast(tensor.to(self.acc.device), from_process=0).cpu()
+        return broadcast(tensor.to(self.acc.device), from_process=0).to(tensor.device)
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """mAP/CMC/mINP on query vs gallery (main process computes, every process extracts)."""
         records = list(self.dataset.query) + list(self.dataset.gallery)
         feats, _, valid = self._extract(records, what_next=LEFT_OUT_OF_EVALUATION)
+        # The evaluation itself runs on the CPU as before (numpy metrics, re-ranking); the other
+        # processes drop their gathered copy at once.
+        feats, valid = (feats.cpu(), valid.cpu()) if self.acc.is_main_process else (None, None)
         nq = len(self.dataset.query)
         record: dict[str, Any] = {"epoch": epoch}
         if self.acc.is_main_process:
+            assert feats is not None and valid is not None
             query = [r for r, ok in zip(self.dataset.query, valid[:nq].tolist(), strict=True) if ok]
             gallery = [
                 r for r, ok in zip(self.dataset.gallery, valid[nq:].tolist(), strict=True) if ok
@@ -996,9 +1097,58 @@ def _reusable_ranking(
         return None
     if features.shape != feats.shape or features.device != feats.device:
         return None
-    if not torch.allclose(features, feats, rtol=0.0, atol=_RENORMALISED_ATOL):
-        return None
+    step = _CHECK_ROWS  # blocks of rows: the comparison's temporaries stay small on a GPU
+    for start in range(0, feats.shape[0], step):
+        a, b = features[start : start + step], feats[start : start + step]
+        if not torch.allclose(a, b, rtol=0.0, atol=_RENORMALISED_ATOL):
+            return None
     return clustering
+
+
+#: Rows per block of the engine's own row-wise passes over the features on the device
+#: (:func:`_reusable_ranking`'s comparison, :func:`_mean_beta` on an accelerator).
+_CHECK_ROWS = 4096
+
+
+def _sparse_path(setting: bool | None, n: int, device: torch.device) -> bool | None:
+    """``sparse`` of :func:`reid_clustering.dbscan_clustering` for ``n`` features on ``device``.
+
+    On the CPU, ``cluster.sparse`` as given (None: the library's choice, the sparse radius graph
+    above :data:`reid_clustering.SPARSE_THRESHOLD` images). On an accelerator the radius graph
+    is always used, so that only it goes to the CPU for DBSCAN (the labels are the same on
+    either path); an explicit ``false`` is honoured up to ``SPARSE_THRESHOLD`` images only,
+    where the dense ``N × N`` float32 matrix is at most 0.27 GB: above it, the matrix (4.3 GB
+    at MSMT17's 32,621 images) would sit in device memory, and the sparse path is taken.
+    """
+    if device.type == "cpu" or setting is True:
+        return setting
+    if setting is False and n <= SPARSE_THRESHOLD:
+        return False
+    return True
+
+
+def _mean_beta(
+    feats: torch.Tensor,
+    parts: torch.Tensor,
+    valid: torch.Tensor,
+    metric: Any,
+    rows: int | None = None,
+) -> list[float]:
+    """DCLS: the mean smoothing factor β per region over the readable images (the epoch's
+    ``beta``), from ``dcls_smoothing_factors`` on the features' device, ``rows`` rows at a
+    time. By default on the CPU in one call (as it always was) and on an accelerator in blocks
+    of :data:`_CHECK_ROWS` rows, which bounds its ``N × P × D`` temporaries (β is per row; the
+    mean is still taken over all rows at once).
+    """
+    n = feats.shape[0]
+    step = rows or (n if feats.device.type == "cpu" else _CHECK_ROWS)
+    beta = torch.cat(
+        [
+            dcls_smoothing_factors(feats[s : s + step], parts[s : s + step], metric)[0]
+            for s in range(0, n, max(step, 1))
+        ]
+    )
+    return beta[valid].mean(dim=0).tolist()
 
 
 def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
@@ -1007,10 +1157,13 @@ def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
     Removes what all images of a camera share (background, colour cast) before clustering, so
     that clusters stop following cameras. A camera with a single image keeps that image's
     feature (its own mean would leave a zero vector), and so does a row equal to its camera's
-    mean (nothing would be left to cluster on).
+    mean (nothing would be left to cluster on). Computed on the features' device (``camids``
+    are moved there).
     """
-    _, inverse = torch.unique(camids, return_inverse=True)
-    sums = torch.zeros(int(inverse.max()) + 1, feats.shape[1], dtype=feats.dtype)
+    _, inverse = torch.unique(camids.to(feats.device), return_inverse=True)
+    sums = torch.zeros(
+        int(inverse.max()) + 1, feats.shape[1], dtype=feats.dtype, device=feats.device
+    )
     sums.index_add_(0, inverse, feats)
     counts = torch.bincount(inverse).unsqueeze(1)
     means = torch.where(counts > 1, sums / counts, 0.0)
