@@ -244,3 +244,33 @@ def test_ground_truth_labels_relabel_and_reject_unlabelled_splits() -> None:
     assert labels.tolist() == [1, 0, 1, -1, 2]  # sorted ids -> 0..K-1, junk -> outlier
     with pytest.raises(ConfigError, match="no identity labels"):
         engine_module._ground_truth_labels(np.array([-1, -1]))
+
+
+def test_camera_loss_uses_the_post_bnneck_features_of_its_proxies(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The camera proxies are means of the extracted (post-BNNeck) features, so the camera loss
+    compares the batch's post-BNNeck features with them even when the triplet takes the pooled
+    ones (``method.triplet_features=pooled``)."""
+    from types import SimpleNamespace
+
+    cfg = tiny(synthetic_root, "method.name=pplr_cam", "method.triplet_features=pooled")
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        n, p, d, k = 4, cfg.model.num_parts, 8, 2
+        out = SimpleNamespace(
+            global_logits=torch.zeros(n, k), part_logits=torch.zeros(n, p, k),
+            global_bn_features=torch.full((n, d), 1.0), global_features=torch.full((n, d), 2.0),
+            part_features=torch.full((n, p, d), 3.0), part_pooled_features=torch.full((n, p, d), 4.0),
+        )  # fmt: skip
+        seen: list[float] = []
+        trainer._cam_loss = lambda feats, *rest: seen.append(float(feats[0, 0])) or feats.sum() * 0
+        batch = {"index": torch.arange(n), "camid": torch.tensor([0, 1, 0, 1])}
+        proxies = {"global": None, "parts": [None] * p}
+        terms = trainer._losses(
+            out, torch.tensor([0, 0, 1, 1]), batch, 0, k, torch.ones(n, p), proxies
+        )
+        assert "camera" in terms
+        assert seen == [1.0] + [3.0] * p  # post-BNNeck global, then post-BNNeck parts
+    finally:
+        trainer.close()

@@ -230,8 +230,9 @@ class MethodConfig:
     triplet_margin: float = 0.0
     #: Weight of the triplet term (0 removes it).
     triplet_weight: float = 1.0
-    #: Features of the triplet (and camera) losses: ``bn`` = after the BNNeck, as the official
-    #: PPLR code does; ``pooled`` = before it (docs/design.md, "PPLR", "Soft triplet").
+    #: Features of the triplet loss: ``bn`` = after the BNNeck, as the official
+    #: PPLR code does; ``pooled`` = before it (docs/design.md, "PPLR", "Soft triplet"). The
+    #: camera loss always takes the post-BNNeck features, those its proxies are built from.
     triplet_features: Literal["bn", "pooled"] = "bn"
     #: Constant label smoothing ε of the global classifier where no refinement applies
     #: (baseline; pplr with use_pglr false). 0 = plain cross-entropy.

@@ -683,12 +683,12 @@ class Trainer:
                 embedding.float(), targets, m.triplet_margin
             )
         if proxies is not None:
+            # The proxies are means of the extracted (post-BNNeck) features, so the batch's
+            # features are the post-BNNeck ones too, whatever method.triplet_features says.
             cams = batch["camid"].to(targets.device)
-            cam = self._cam_loss(embedding.float(), targets, cams, proxies["global"])
+            cam = self._cam_loss(out.global_bn_features.float(), targets, cams, proxies["global"])
             if m.cam_on_parts and proxies["parts"]:
-                part_feats = (
-                    out.part_features if m.triplet_features == "bn" else out.part_pooled_features
-                ).float()
+                part_feats = out.part_features.float()
                 cam = (
                     cam
                     + torch.stack(
