@@ -3,9 +3,9 @@
 For each N (default 2,000, 12,936 (Market-1501 train), 32,621 (MSMT17 train), 100,000) it runs,
 each in a fresh process so peak RSS is its own:
 
-* ``plain``: ``benchmarks/plain_jaccard.py``, the loop-based dense implementation written from
-  the algorithm (numpy brute-force kNN, per-sample loops, N × N matrices), only up to
-  ``--plain-max`` samples;
+* ``plain``: ``benchmarks/plain_jaccard.py`` (a wrapper of ``reid_clustering._reference``), the
+  loop-based dense implementation written from the algorithm (numpy brute-force kNN, per-sample
+  loops, N × N matrices), only up to ``--plain-max`` samples;
 * ``dense``: ``reid_clustering.compute_jaccard_distance`` (dense N × N result) + DBSCAN on it,
   up to ``--dense-max`` samples;
 * ``sparse``: ``reid_clustering.dbscan_pseudo_labels(..., sparse=True)``: the radius graph.

@@ -1,25 +1,17 @@
-"""The loop-based Jaccard distance of benchmarks/plain_jaccard.py, loaded as the test oracle.
+"""Shared helpers of the clustering tests: clustered features, an exact kNN and rank-gap checks.
 
-One plain implementation serves both the benchmark baseline and the tests' independent check.
+The loop-based reference (the oracle) is ``reid_clustering._reference``, imported by the tests.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from tests.helpers import assert_rank_gaps, gamma32
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "plain_jaccard.py"
-_spec = importlib.util.spec_from_file_location("plain_jaccard", _PATH)
-assert _spec is not None and _spec.loader is not None
-plain = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plain)
 
 
 def clustered_features(

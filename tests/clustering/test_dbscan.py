@@ -14,7 +14,8 @@ from reid_clustering import (
     dbscan_pseudo_labels,
     pseudo_label_quality,
 )
-from tests.clustering.oracle import assert_knn_separated, clustered_features, plain
+from reid_clustering._reference import plain_jaccard_distance
+from tests.clustering.oracle import assert_knn_separated, clustered_features
 
 
 def test_recovers_well_separated_planted_clusters() -> None:
@@ -41,7 +42,7 @@ def test_labels_equal_dbscan_on_the_plain_reference_distance() -> None:
     # The reference ranks neighbours by a numpy (BLAS) matmul, ours by pair_dot: equal labels
     # need no near-tie at the ranked-list cuts (k1 = 30, half = 16, k2 = 6) ...
     assert_knn_separated(x, (6, 16, 30))
-    reference = plain.plain_jaccard_distance(x, 30, 6)
+    reference = plain_jaccard_distance(x, 30, 6)
     # ... and no distance within rounding of eps, so that both put every pair on the same side.
     np.testing.assert_allclose(
         compute_jaccard_distance(x, 30, 6, normalize=False), reference, rtol=0, atol=2e-6

@@ -6,7 +6,8 @@ import scipy.sparse
 import torch
 
 from reid_clustering import compute_jaccard_distance, faiss_available, half_width
-from tests.clustering.oracle import assert_knn_separated, clustered_features, exact_knn, plain
+from reid_clustering._reference import plain_jaccard_distance
+from tests.clustering.oracle import assert_knn_separated, clustered_features, exact_knn
 
 
 def _cuts(k1: int, k2: int) -> list[int]:
@@ -23,7 +24,7 @@ def test_dense_equals_the_plain_reference_loops(k1: int, k2: int, seed: int) -> 
     assert_knn_separated(x, _cuts(k1, k2))
     ours = compute_jaccard_distance(x, k1, k2, normalize=False)
     assert isinstance(ours, np.ndarray) and ours.dtype == np.float32 and ours.shape == (180, 180)
-    reference = plain.plain_jaccard_distance(x, k1, k2)
+    reference = plain_jaccard_distance(x, k1, k2)
     # Same neighbour sets; the weights' inner products differ in the last bits (BLAS vs pair_dot,
     # ≲ 3e-7 seen), and so do the float32 sums: 2e-6 leaves room for other summation orders.
     np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-6)
@@ -97,7 +98,7 @@ def test_duplicate_features_do_not_break_the_encoding() -> None:
     # any order; rank by exact inner products instead, ties by index like knn_search, and check
     # that only identical rows come that close at the cuts.
     assert_knn_separated(x, _cuts(5, 2), identical_tie=True)
-    reference = plain.plain_jaccard_distance(x, 5, 2, ranked=exact_knn(x, 5))
+    reference = plain_jaccard_distance(x, 5, 2, ranked=exact_knn(x, 5))
     np.testing.assert_allclose(d, reference, atol=2e-6)
     assert d[0, 24] == pytest.approx(0, abs=1e-6)
 

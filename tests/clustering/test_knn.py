@@ -9,7 +9,8 @@ import torch
 from reid_clustering import _knn_bf16, faiss_available, knn_search, rank_by_distance
 from reid_clustering import knn as knn_module
 from reid_clustering._pairwise import dot_error_bound, pair_dot
-from tests.clustering.oracle import assert_knn_separated, clustered_features, plain
+from reid_clustering._reference import plain_knn
+from tests.clustering.oracle import assert_knn_separated, clustered_features
 
 
 def test_self_search_finds_itself_first_and_matches_brute_force() -> None:
@@ -21,7 +22,7 @@ def test_self_search_finds_itself_first_and_matches_brute_force() -> None:
     # plain_knn ranks by a numpy (BLAS) matmul, knn_search by pair_dot: the same order only
     # where no two of the first 8 similarities of a row are within rounding of each other.
     assert_knn_separated(x, range(1, 8))
-    assert np.array_equal(result.indices.numpy(), plain.plain_knn(x, 7))
+    assert np.array_equal(result.indices.numpy(), plain_knn(x, 7))
     # The similarities are pair_dot's: within its bound of the exact inner products (float64).
     x64 = x.astype(np.float64)
     exact = np.take_along_axis(x64 @ x64.T, result.indices.numpy(), axis=1)

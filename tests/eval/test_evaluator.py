@@ -214,16 +214,16 @@ def test_evaluate_features_never_holds_more_than_one_chunk(
 ) -> None:
     monkeypatch.setattr(distance_module, "ROW_BLOCK", 4)
     seen: list[tuple[int, int]] = []
-    original_add = metrics_module._RankAccumulator.add
+    original_add = metrics_module.RankAccumulator.add
 
     def spy(
-        self: metrics_module._RankAccumulator, start: int, dist: np.ndarray, **kwargs: bool
+        self: metrics_module.RankAccumulator, start: int, dist: np.ndarray, **kwargs: bool
     ) -> None:
         seen.append((start, dist.shape[0]))
         assert dist.shape[1] == 240
         original_add(self, start, dist, **kwargs)
 
-    monkeypatch.setattr(metrics_module._RankAccumulator, "add", spy)
+    monkeypatch.setattr(metrics_module.RankAccumulator, "add", spy)
     qf, gf, *ids = make_features(4)
     evaluate_features(qf, gf, *ids, chunk_size=10)  # rounded up to 12 rows
     assert seen == [(start, min(12, 70 - start)) for start in range(0, 70, 12)]

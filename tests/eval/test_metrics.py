@@ -11,52 +11,12 @@ import torch
 from sklearn.metrics import average_precision_score
 
 import reid_eval.metrics as metrics_module
+from reid_eval._reference import plain_evaluate_rank
 from reid_eval.metrics import RankResult, evaluate_rank
 
 # --------------------------------------------------------------------------------------------
-# Plain per-query reference, written from the protocol (one Python loop iteration per query)
+# Random problems, and the per-query definition of the protocol (reid_eval._reference)
 # --------------------------------------------------------------------------------------------
-
-
-def reference_eval(
-    distmat: np.ndarray,
-    q_pids: np.ndarray,
-    g_pids: np.ndarray,
-    q_camids: np.ndarray,
-    g_camids: np.ndarray,
-    max_rank: int,
-    *,
-    reverse_ties: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Return (cmc, ap per valid query, inp per valid query, num_valid).
-
-    ``reverse_ties`` ranks tied distances by *descending* gallery index instead (what an unstable
-    sort may do), to show that the tie tests can tell the two apart.
-    """
-    num_q, num_g = distmat.shape
-    max_rank = min(max_rank, num_g)
-    all_cmc, all_ap, all_inp = [], [], []
-    for q in range(num_q):
-        if reverse_ties:
-            order = num_g - 1 - np.argsort(distmat[q, ::-1], kind="stable")
-        else:
-            order = np.argsort(distmat[q], kind="stable")
-        same_pid = g_pids[order] == q_pids[q]
-        remove = same_pid & (g_camids[order] == q_camids[q])
-        hits = same_pid[~remove].astype(np.int64)  # 1 = true match, in valid ranked order
-        if not hits.any():
-            continue
-        cum_hits = np.cumsum(hits)
-        cmc = (cum_hits >= 1).astype(np.float64)
-        if cmc.size < max_rank:  # the first match was found already: stays 1
-            cmc = np.concatenate([cmc, np.ones(max_rank - cmc.size)])
-        all_cmc.append(cmc[:max_rank])
-        precision_at = cum_hits / np.arange(1, hits.size + 1)
-        all_ap.append(float((precision_at * hits).sum() / hits.sum()))
-        last_hit = int(np.flatnonzero(hits)[-1])
-        all_inp.append(hits.sum() / (last_hit + 1.0))
-    cmc = np.asarray(all_cmc).mean(axis=0)
-    return cmc, np.asarray(all_ap), np.asarray(all_inp), len(all_ap)
 
 
 def random_problem(
@@ -86,15 +46,16 @@ def random_problem(
 
 
 def assert_matches_reference(result: RankResult, *args: np.ndarray, max_rank: int) -> None:
-    cmc, ap, inp, num_valid = reference_eval(*args, max_rank=max_rank)
-    assert result.num_valid_queries == num_valid
-    assert result.num_queries == args[0].shape[0]
-    assert result.cmc.shape == cmc.shape
-    np.testing.assert_allclose(result.cmc, cmc, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(result.ap, ap, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(result.inp, inp, rtol=0, atol=1e-12)
-    assert result.mAP == pytest.approx(ap.mean(), abs=1e-12)
-    assert result.mINP == pytest.approx(inp.mean(), abs=1e-12)
+    """``result`` equals :func:`reid_eval._reference.plain_evaluate_rank` (the definition)."""
+    reference = plain_evaluate_rank(*args, max_rank=max_rank)
+    assert result.num_valid_queries == reference.num_valid_queries
+    assert result.num_queries == reference.num_queries == args[0].shape[0]
+    assert result.cmc.shape == reference.cmc.shape
+    np.testing.assert_allclose(result.cmc, reference.cmc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.ap, reference.ap, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.inp, reference.inp, rtol=0, atol=1e-12)
+    assert result.mAP == pytest.approx(reference.ap.mean(), abs=1e-12)
+    assert result.mINP == pytest.approx(reference.inp.mean(), abs=1e-12)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,9 +351,14 @@ def test_heavy_ties_match_stable_reference(
     args = random_problem(3, 40, 90, num_ids=4, num_cams=3, tie_levels=3, dtype=dtype)
     result = evaluate_rank(*args, max_rank=20, chunk_size=16)
     assert_matches_reference(result, *args, max_rank=20)
-    # The data is tie-sensitive: ranking ties the other way round gives a different mAP.
-    _, ap_reversed, _, _ = reference_eval(*args, max_rank=20, reverse_ties=True)
-    assert abs(ap_reversed.mean() - result.mAP) > 1e-3
+    # The data is tie-sensitive: ranking ties the other way round (by descending gallery index,
+    # what an unstable sort may do) gives a different mAP. Reversing the gallery's columns makes
+    # the stable reference break ties that way.
+    distmat, q_pids, g_pids, q_camids, g_camids = args
+    reversed_ties = plain_evaluate_rank(
+        distmat[:, ::-1], q_pids, g_pids[::-1], q_camids, g_camids[::-1], max_rank=20
+    )
+    assert abs(reversed_ties.mAP - result.mAP) > 1e-3
 
 
 def test_all_distances_equal() -> None:

@@ -13,7 +13,7 @@ from sklearn.cluster import DBSCAN
 from sklearn.neighbors import sort_graph_by_row_values
 
 from ._validation import as_feature_tensor, check_int
-from .jaccard import _jaccard_and_ranking, _JaccardAndRanking, compute_jaccard_distance
+from .jaccard import JaccardAndRanking, compute_jaccard_distance, jaccard_and_ranking
 from .knn import Backend, Precision
 
 __all__ = [
@@ -155,7 +155,7 @@ def _dbscan(
     n_jobs: int | None,
     knn_precision: Precision,
     with_ranking: bool,
-) -> tuple[np.ndarray, _JaccardAndRanking | None]:
+) -> tuple[np.ndarray, JaccardAndRanking | None]:
     """The two public functions above: the labels, and with ``with_ranking`` the distance's
     ranking and features. Warnings point at *their* caller (stacklevel 3)."""
     eps = _check_eps(eps)
@@ -178,7 +178,7 @@ def _dbscan(
     }
     found = None
     if with_ranking:
-        found = _jaccard_and_ranking(x, k1, k2, **options)
+        found = jaccard_and_ranking(x, k1, k2, **options)
         distance = found.distance.to_scipy() if sparse else found.distance
     else:
         distance = compute_jaccard_distance(x, k1, k2, **options)

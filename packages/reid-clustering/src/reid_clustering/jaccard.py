@@ -1,4 +1,9 @@
-"""The k-reciprocal Jaccard distance used by SpCL and PPLR to cluster training features."""
+"""The k-reciprocal Jaccard distance used by SpCL and PPLR to cluster training features.
+
+The readable definition, one sample at a time with dense matrices, is
+:func:`reid_clustering._reference.plain_jaccard_distance`; the vectorised, sparse code here
+must give the same distances (the tests compare the two).
+"""
 
 from __future__ import annotations
 
@@ -89,7 +94,7 @@ def compute_jaccard_distance(
         ImportError: a faiss backend was requested but is not installed.
     """
     is_numpy = isinstance(features, np.ndarray)
-    result = _jaccard_and_ranking(
+    result = jaccard_and_ranking(
         features,
         k1,
         k2,
@@ -104,15 +109,15 @@ def compute_jaccard_distance(
     return result.distance.cpu().numpy() if is_numpy else result.distance
 
 
-class _JaccardAndRanking(NamedTuple):
-    """What :func:`_jaccard_and_ranking` computed (all torch, on the features' device)."""
+class JaccardAndRanking(NamedTuple):
+    """What :func:`jaccard_and_ranking` computed (all torch, on the features' device)."""
 
     distance: torch.Tensor | RowSparse  # dense float32 [N, N], or the sparse rows
     ranked: torch.Tensor  # int64 [N, k1]: knn_search(features, k=k1).indices
     features: torch.Tensor  # float32 [N, D]: the features ranked (after normalisation)
 
 
-def _jaccard_and_ranking(
+def jaccard_and_ranking(
     features: np.ndarray | torch.Tensor,
     k1: int,
     k2: int,
@@ -122,9 +127,12 @@ def _jaccard_and_ranking(
     normalize: bool,
     backend: Backend,
     knn_precision: Precision,
-) -> _JaccardAndRanking:
+) -> JaccardAndRanking:
     """:func:`compute_jaccard_distance` before the conversion of its result, with the kNN
-    ranking it was built from and the exact features that ranking ranked."""
+    ranking it was built from and the exact features that ranking ranked.
+
+    Shared with :mod:`reid_clustering.dbscan`; internal to reid-clustering (not in ``__all__``).
+    """
     x = as_feature_tensor(features)
     k1, k2 = check_neighbour_counts(x.shape[0], k1, k2)
     if max_distance is not None and not sparse:
@@ -139,7 +147,7 @@ def _jaccard_and_ranking(
         if k2 != 1:
             encoding = local_query_expansion(encoding, ranked[:, :k2])
         distance = jaccard_from_encoding(encoding, dense=not sparse, max_distance=max_distance)
-    return _JaccardAndRanking(distance, ranked, x)
+    return JaccardAndRanking(distance, ranked, x)
 
 
 def _unit_sphere_distance(x: torch.Tensor):  # noqa: ANN202 - a PairDistance

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import math
 import operator
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["METRICS", "ROW_BLOCK", "iter_distance_chunks", "pairwise_distance"]
+from ._checks import METRICS, as_feature_tensor, check_metric, check_pair
 
-METRICS = ("euclidean", "cosine")
-"""Names accepted by ``metric``."""
+__all__ = ["METRICS", "ROW_BLOCK", "iter_distance_chunks", "pairwise_distance"]
 
 ROW_BLOCK = 256
 """Query rows computed by one matrix product; chunk sizes are rounded up to a multiple of it."""
@@ -51,9 +49,9 @@ def pairwise_distance(
         ValueError: on shapes other than [Q, D] and [G, D], different devices or an unknown
             metric.
     """
-    q, g = _as_feature_tensor(query, "query"), _as_feature_tensor(gallery, "gallery")
-    _check_pair(q, g, "query", "gallery")
-    _check_metric(metric)
+    q, g = as_feature_tensor(query, "query"), as_feature_tensor(gallery, "gallery")
+    check_pair(q, g, "query", "gallery")
+    check_metric(metric)
     prepared = _Prepared(q, g, metric)
     out = torch.empty(q.shape[0], g.shape[0], dtype=torch.float32, device=q.device)
     for start in range(0, q.shape[0], ROW_BLOCK):
@@ -91,9 +89,9 @@ def iter_distance_chunks(
     Raises:
         ValueError: as :func:`pairwise_distance`, or if ``chunk_size < 1``.
     """
-    q, g = _as_feature_tensor(query, "query"), _as_feature_tensor(gallery, "gallery")
-    _check_pair(q, g, "query", "gallery")
-    _check_metric(metric)
+    q, g = as_feature_tensor(query, "query"), as_feature_tensor(gallery, "gallery")
+    check_pair(q, g, "query", "gallery")
+    check_metric(metric)
     rows = _round_chunk_size(chunk_size)  # validated here, not at the first next()
     return _generate_chunks(_Prepared(q, g, metric), rows, reuse_buffer)
 
@@ -163,45 +161,3 @@ class _Prepared:
         else:
             torch.mm(q, self.g_t, out=out)
             out.neg_().add_(1)  # -x + 1 is 1 - x exactly
-
-
-def _as_feature_tensor(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        t = x
-    elif isinstance(x, np.ndarray):
-        if x.dtype.kind not in "biuf" or x.dtype.itemsize > 8:
-            raise ValueError(
-                f"{name} must hold real numbers (float or integer dtype), got numpy dtype "
-                f"{x.dtype}; convert it, e.g. with .astype(np.float32)"
-            )
-        if not x.dtype.isnative:
-            x = x.astype(x.dtype.newbyteorder("="))
-        with warnings.catch_warnings():  # read-only arrays are fine: nothing writes to them
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            t = torch.from_numpy(x)
-    else:
-        raise TypeError(
-            f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}; "
-            "convert it, e.g. with torch.as_tensor(...)"
-        )
-    if t.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
-    return t
-
-
-def _check_pair(q: torch.Tensor, g: torch.Tensor, q_name: str, g_name: str) -> None:
-    if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(
-            f"{q_name} and {g_name} must be [Q, D] and [G, D] with the same D, got "
-            f"{tuple(q.shape)} and {tuple(g.shape)}"
-        )
-    if q.device != g.device:
-        raise ValueError(
-            f"{q_name} is on {q.device} but {g_name} on {g.device}; move both to the same "
-            "device, e.g. with .to(device)"
-        )
-
-
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from . import distance
-from .distance import _as_feature_tensor, _check_metric, _check_pair, iter_distance_chunks
-from .metrics import ArrayLike, RankResult, _positive_int, _RankAccumulator, evaluate_rank
+from ._checks import as_feature_tensor, check_metric, check_pair, positive_int
+from .distance import iter_distance_chunks
+from .metrics import ArrayLike, RankAccumulator, RankResult, evaluate_rank
 
 __all__ = ["QueryGallerySplit", "ReIDEvaluator", "evaluate_features"]
 
@@ -93,8 +94,8 @@ def evaluate_features(
             the metric is unknown; if ``max_rank`` or ``chunk_size`` is smaller than 1; or if
             no query has a true match in the gallery.
     """
-    q = _as_feature_tensor(query_feats, "query_feats")
-    g = _as_feature_tensor(gallery_feats, "gallery_feats")
+    q = as_feature_tensor(query_feats, "query_feats")
+    g = as_feature_tensor(gallery_feats, "gallery_feats")
     for name, feats in (("query_feats", q), ("gallery_feats", g)):
         if feats.dim() != 2:
             raise ValueError(
@@ -113,10 +114,10 @@ def evaluate_features(
             f"(shape {tuple(q.shape)}) vs {g.shape[1]} (shape {tuple(g.shape)}); extract both "
             "with the same model and head"
         )
-    _check_pair(q, g, "query_feats", "gallery_feats")
-    _check_metric(metric)
+    check_pair(q, g, "query_feats", "gallery_feats")
+    check_metric(metric)
     num_q, num_g = int(q.shape[0]), int(g.shape[0])
-    accumulator = _RankAccumulator(
+    accumulator = RankAccumulator(
         query_pids,
         gallery_pids,
         query_camids,
@@ -132,7 +133,7 @@ def evaluate_features(
         block = distance.ROW_BLOCK
         rows = max(block, AUTO_CHUNK_ELEMENTS // num_g // block * block)
     else:
-        rows = _positive_int(chunk_size, "chunk_size")
+        rows = positive_int(chunk_size, "chunk_size")
 
     q, g = q.detach().float(), g.detach().float()
     _check_finite(q, "query_feats")
@@ -224,13 +225,13 @@ class ReIDEvaluator:
         chunk_size: int | None = None,
     ) -> None:
         if num_query is not None:
-            num_query = _positive_int(num_query, "num_query")
-        _check_metric(metric)
+            num_query = positive_int(num_query, "num_query")
+        check_metric(metric)
         self.num_query = num_query
         self.metric = metric
         self.normalize = normalize
-        self.max_rank = _positive_int(max_rank, "max_rank")
-        self.chunk_size = None if chunk_size is None else _positive_int(chunk_size, "chunk_size")
+        self.max_rank = positive_int(max_rank, "max_rank")
+        self.chunk_size = None if chunk_size is None else positive_int(chunk_size, "chunk_size")
         self.reset()
 
     def reset(self) -> None:
@@ -268,7 +269,7 @@ class ReIDEvaluator:
             ValueError: on a shape, dimension or device that does not match, non-integer ids,
                 or ``is_query`` given/omitted against the mode chosen at construction.
         """
-        feats = _as_feature_tensor(features, "features")
+        feats = as_feature_tensor(features, "features")
         if feats.dim() != 2:
             raise ValueError(
                 f"features must be 2-D with shape [batch, D], got shape {tuple(feats.shape)}; "

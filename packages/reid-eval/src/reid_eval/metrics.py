@@ -3,6 +3,11 @@
 :func:`evaluate_rank` implements the standard Market-1501 style protocol used by torchreid's,
 fast-reid's and PPLR's ``eval_market1501`` evaluators, fully vectorised over chunks of queries.
 
+Read :mod:`reid_eval._reference` first: its ``plain_evaluate_rank`` is the readable definition,
+the protocol step by step (ranking, same-pid same-camera removal, junk, CMC, AP, INP, with
+citations) with one Python loop iteration per query. The fast code below must give the same
+results (the tests compare the two); it is only another way of computing them.
+
 How it is computed without sorting every gallery row by index
 --------------------------------------------------------------
 Every quantity of the protocol (CMC, AP, INP) depends only on where the gallery entries that share
@@ -21,9 +26,9 @@ chunk of queries the evaluator therefore
    its position in the query's valid ranked list.
 
 The result is identical to ranking with ``np.argsort(distmat, axis=1, kind="stable")`` and
-evaluating each query in a Python loop, at a fraction of the cost.
+evaluating each query in a Python loop (``plain_evaluate_rank``), at a fraction of the cost.
 
-The chunks are combined by ``_RankAccumulator``, which keeps only per-query results; the same
+The chunks are combined by ``RankAccumulator``, which keeps only per-query results; the same
 accumulator serves :func:`reid_eval.evaluate_features`, whose chunks are computed from features.
 """
 
@@ -37,6 +42,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ._checks import positive_int
 
 __all__ = ["RankResult", "evaluate_rank", "evaluate_records"]
 
@@ -209,8 +216,8 @@ def evaluate_rank(
             "contain at least one sample"
         )
     _check_real_dtype(dist)
-    chunk_size = _positive_int(chunk_size, "chunk_size")
-    accumulator = _RankAccumulator(
+    chunk_size = positive_int(chunk_size, "chunk_size")
+    accumulator = RankAccumulator(
         query_pids, gallery_pids, query_camids, gallery_camids, num_q, num_g, max_rank
     )
     for start in range(0, num_q, chunk_size):
@@ -246,13 +253,14 @@ def evaluate_records(
 # --------------------------------------------------------------------------------------------
 
 
-class _RankAccumulator:
+class RankAccumulator:
     """Evaluates a distance matrix given chunk by chunk of query rows, then combines the chunks.
 
     The shared core of :func:`evaluate_rank` (chunks of a distance matrix) and
     :func:`reid_eval.evaluate_features` (chunks computed from features). It validates the ids
     once, keeps per-query partial results (first-match position, AP, INP: O(num_query) memory)
-    and turns them into a :class:`RankResult` when every row was added.
+    and turns them into a :class:`RankResult` when every row was added. Internal to reid-eval
+    (not in ``__all__``, no compatibility promise).
 
     Args:
         query_pids, gallery_pids, query_camids, gallery_camids: 1-D integer ids, as in
@@ -285,7 +293,7 @@ class _RankAccumulator:
         self.g_camids = _as_int_vector(
             gallery_camids, "gallery_camids", num_gallery, col, gallery_source
         )
-        max_rank = _positive_int(max_rank, "max_rank")
+        max_rank = positive_int(max_rank, "max_rank")
         if num_gallery < max_rank:
             warnings.warn(
                 f"Number of gallery samples ({num_gallery}) is smaller than max_rank ({max_rank}); "
@@ -655,13 +663,3 @@ def _as_int_vector(
             ".astype(np.int64) or .long()"
         )
     return arr.astype(np.int64, copy=False)
-
-
-def _positive_int(value: int, name: str) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}; pass a positive integer")
-    return value

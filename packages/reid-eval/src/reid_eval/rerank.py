@@ -8,6 +8,9 @@ Two entry points, one implementation (:mod:`reid_clustering.kreciprocal`):
   as the reference *pipeline* (PPLR, SpCL, torchreid: squared Euclidean distances fed to
   ``re_ranking``), computed without any ``(Q + G)²`` matrix, in blocks of queries.
 
+The readable definition, one sample at a time, is :func:`reid_eval._reference.plain_re_ranking`;
+the tests compare :func:`re_ranking` with it.
+
 .. warning:: Input convention of :func:`re_ranking`.
    The classic function **squares its input distances** before anything else, then divides each
    column by its maximum. The reference pipelines pass it *squared* Euclidean distances
@@ -37,14 +40,14 @@ import numpy as np
 import torch
 
 from reid_clustering import (
+    half_width,
     jaccard_from_encoding,
     k_reciprocal_encoding,
     local_query_expansion,
     rank_by_distance,
 )
-from reid_clustering.jaccard import half_width
 
-from .distance import _as_feature_tensor
+from ._checks import as_feature_tensor
 
 __all__ = ["iter_re_ranking_features", "re_ranking", "re_ranking_features"]
 
@@ -230,7 +233,7 @@ def _as_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     tensors = []
     for value, name in ((query, "query_features"), (gallery, "gallery_features")):
-        t = _as_feature_tensor(value, name).detach()
+        t = as_feature_tensor(value, name).detach()
         if t.dim() != 2 or t.shape[0] == 0:
             raise ValueError(f"{name} must be a non-empty [N, D] array, got {tuple(t.shape)}")
         t = t.to(torch.float32)

@@ -1,6 +1,9 @@
 """Training engine for unsupervised person re-identification on HuggingFace Accelerate.
 
-Baseline, PPLR, PPLR with the camera loss, and DCLS, driven by typed configs. Building blocks:
+Baseline, PPLR, PPLR with the camera loss, and DCLS, driven by typed configs. The engine:
+:class:`Trainer` (one run: setup, epochs, evaluation, checkpoints) and :func:`train` (run a
+config, return one metrics record per evaluation), from :mod:`reid_train.engine`, which is
+imported on first use, so that ``import reid_train`` does not load Accelerate. Building blocks:
 
 * :mod:`reid_train.config` — :class:`TrainConfig` (typed sections), :func:`load_config` with
   ``key=value`` overrides, :func:`save_config`;
@@ -10,6 +13,8 @@ Baseline, PPLR, PPLR with the camera loss, and DCLS, driven by typed configs. Bu
 * :mod:`reid_train.losses` — :func:`soft_triplet_loss` (PPLR Eq. 3), :func:`camera_proxies` and
   :func:`camera_proxy_loss` (PPLR Eq. 4).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from reid_train.config import (
     ARCHITECTURES,
@@ -50,6 +55,9 @@ from reid_train.losses import (
 )
 from reid_train.sampler import PKBatchSampler, TooFewIdentitiesError, epoch_generator
 
+if TYPE_CHECKING:
+    from reid_train.engine import Trainer, train
+
 __version__ = "0.3.0"
 
 __all__ = [
@@ -72,6 +80,7 @@ __all__ = [
     "TooFewIdentitiesError",
     "TrainConfig",
     "TrainImageDataset",
+    "Trainer",
     "__version__",
     "apply_overrides",
     "build_extract_loader",
@@ -88,4 +97,21 @@ __all__ = [
     "load_config",
     "save_config",
     "soft_triplet_loss",
+    "train",
 ]
+
+_ENGINE_NAMES = ("Trainer", "train")
+
+
+def __getattr__(name: str) -> Any:
+    """``Trainer`` and ``train`` come from :mod:`reid_train.engine`, imported on first use."""
+    if name in _ENGINE_NAMES:
+        from reid_train import engine
+
+        value = globals()[name] = getattr(engine, name)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ENGINE_NAMES))
