@@ -254,6 +254,8 @@ def test_camera_loss_uses_the_post_bnneck_features_of_its_proxies(
     ones (``method.triplet_features=pooled``)."""
     from types import SimpleNamespace
 
+    from reid_train.methods import EpochState
+
     cfg = tiny(synthetic_root, "method.name=pplr_cam", "method.triplet_features=pooled")
     trainer = Trainer(cfg, tmp_path)
     try:
@@ -261,15 +263,18 @@ def test_camera_loss_uses_the_post_bnneck_features_of_its_proxies(
         out = SimpleNamespace(
             global_logits=torch.zeros(n, k), part_logits=torch.zeros(n, p, k),
             global_bn_features=torch.full((n, d), 1.0), global_features=torch.full((n, d), 2.0),
-            part_features=torch.full((n, p, d), 3.0), part_pooled_features=torch.full((n, p, d), 4.0),
+            part_features=torch.full((n, p, d), 3.0),
+            part_pooled_features=torch.full((n, p, d), 4.0),
         )  # fmt: skip
         seen: list[float] = []
-        trainer._cam_loss = lambda feats, *rest: seen.append(float(feats[0, 0])) or feats.sum() * 0
-        batch = {"index": torch.arange(n), "camid": torch.tensor([0, 1, 0, 1])}
-        proxies = {"global": None, "parts": [None] * p}
-        terms = trainer._losses(
-            out, torch.tensor([0, 0, 1, 1]), batch, 0, k, torch.ones(n, p), proxies
+        trainer.method._loss = lambda feats, *rest: (
+            seen.append(float(feats[0, 0])) or feats.sum() * 0
         )
+        batch = {"index": torch.arange(n), "camid": torch.tensor([0, 1, 0, 1])}
+        state = EpochState(
+            tensors={"agreement": torch.ones(n, p)}, proxies={"global": None, "parts": [None] * p}
+        )
+        terms = trainer._losses(out, torch.tensor([0, 0, 1, 1]), batch, 0, k, state)
         assert "camera" in terms
         assert seen == [1.0] + [3.0] * p  # post-BNNeck global, then post-BNNeck parts
     finally:

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import reid_train.engine as engine_module
+import reid_train.methods.pplr as pplr_module
 from reid_clustering import dbscan_clustering
 from reid_train.config import load_config
-from reid_train.engine import Trainer, _reusable_ranking
+from reid_train.engine import Trainer
+from reid_train.methods.pplr import _reusable_ranking
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -22,8 +24,8 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Spy on the engine's clustering, kNN searches and cross agreement (real ones still run)."""
     calls: dict[str, list[Any]] = {"clustering": [], "knn": [], "agreement": []}
     real_cluster = engine_module.dbscan_clustering
-    real_knn = engine_module.knn_search
-    real_agreement = engine_module.cross_agreement
+    real_knn = pplr_module.knn_search
+    real_agreement = pplr_module.cross_agreement
 
     def cluster(features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         result = real_cluster(features, *args, **kwargs)
@@ -40,8 +42,8 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         return result
 
     monkeypatch.setattr(engine_module, "dbscan_clustering", cluster)
-    monkeypatch.setattr(engine_module, "knn_search", knn)
-    monkeypatch.setattr(engine_module, "cross_agreement", agreement)
+    monkeypatch.setattr(pplr_module, "knn_search", knn)
+    monkeypatch.setattr(pplr_module, "cross_agreement", agreement)
     return calls
 
 
@@ -80,7 +82,7 @@ def test_global_ranked_list_is_reused_only_for_the_clustered_features(
     ((global_feats, parts, kwargs, scores),) = calls["agreement"]
     n, num_parts = parts.shape[:2]
     assert cluster_kwargs["backend"] == "torch" and clustering.ranked.shape == (n, cfg.cluster.k1)
-    assert kwargs["k"] == k and kwargs["knn"] is engine_module._knn
+    assert kwargs["k"] == k and kwargs["knn"] is pplr_module._knn
     part_searches = [(tuple(parts[:, p].shape), k + 1) for p in range(num_parts)]
     searches = [(tuple(x.shape), m) for x, m in calls["knn"]]
     if reuse:

@@ -21,10 +21,14 @@ import pytest
 import torch
 
 import reid_train.engine as engine_module
+import reid_train.methods.base as base_module
+import reid_train.methods.dcls as dcls_module
+import reid_train.methods.pplr as pplr_module
 from reid_clustering import dbscan_clustering, dbscan_pseudo_labels, knn_search
 from reid_refine import cross_agreement, dcls_smoothing_factors
 from reid_train.config import load_config
-from reid_train.engine import Trainer, _reusable_ranking, _sparse_path, camera_debiased
+from reid_train.engine import Trainer, _sparse_path, camera_debiased
+from reid_train.methods.pplr import _reusable_ranking
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -86,10 +90,10 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         monkeypatch.setattr(owner, name, spy)
 
     wrap(engine_module, "dbscan_clustering", lambda a, kw, r: (a[0], kw, r))
-    wrap(engine_module, "cross_agreement", lambda a, kw, r: (a[0], a[1], kw, r))
-    wrap(engine_module, "knn_search", lambda a, kw, r: a[0])
+    wrap(pplr_module, "cross_agreement", lambda a, kw, r: (a[0], a[1], kw, r))
+    wrap(pplr_module, "knn_search", lambda a, kw, r: a[0])
     wrap(engine_module, "camera_debiased", lambda a, kw, r: (a[0], a[1], r))
-    wrap(engine_module, "dcls_smoothing_factors", lambda a, kw, r: (a[0], a[1]))
+    wrap(dcls_module, "dcls_smoothing_factors", lambda a, kw, r: (a[0], a[1]))
     wrap(engine_module, "camera_proxies", lambda a, kw, r: (a[0], a[1], a[2]))
     wrap(Trainer, "_extract", lambda a, kw, r: r)
     wrap(Trainer, "_cluster", lambda a, kw, r: r)
@@ -154,7 +158,8 @@ def test_cpu_run_never_converts_the_features(
     assert not converted, f"feature matrices converted to the CPU / numpy: {converted}"
     assert _devices(calls) == {device}
     # The labels and the agreement are what the public functions give on those features.
-    ((labels, agreement),) = calls["_cluster"]
+    ((labels, state),) = calls["_cluster"]
+    agreement = state.tensors.get("agreement")
     assert labels.device.type == "cpu" and labels.dtype == torch.int64
     c = cfg.cluster
     clustered = feats[valid]
@@ -202,7 +207,7 @@ def test_sparse_path_on_accelerators() -> None:
 
 def test_reusable_ranking_compares_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The block-wise comparison decides as the whole one did, wherever the difference is."""
-    monkeypatch.setattr(engine_module, "_CHECK_ROWS", 7)
+    monkeypatch.setattr(base_module, "ROW_BLOCK", 7)
     gen = torch.Generator().manual_seed(0)
     feats = torch.nn.functional.normalize(torch.randn(40, 16, generator=gen), dim=1)
     clustering = dbscan_clustering(feats, 0.5, k1=12)
@@ -222,9 +227,9 @@ def test_mean_beta_in_blocks_is_the_mean_of_one_pass(metric: str) -> None:
     parts = torch.nn.functional.normalize(torch.randn(50, 3, 16, generator=gen), dim=2)
     valid = torch.rand(50, generator=gen) > 0.2
     whole = dcls_smoothing_factors(feats, parts, metric)[0][valid].mean(dim=0)
-    assert engine_module._mean_beta(feats, parts, valid, metric) == whole.tolist()  # CPU: one
+    assert dcls_module._mean_beta(feats, parts, valid, metric) == whole.tolist()  # CPU: one
     for rows in (1, 7, 49, 50, 64):
-        blocks = engine_module._mean_beta(feats, parts, valid, metric, rows=rows)
+        blocks = dcls_module._mean_beta(feats, parts, valid, metric, rows=rows)
         torch.testing.assert_close(torch.tensor(blocks), whole, rtol=1e-6, atol=1e-7)
 
 
@@ -252,7 +257,7 @@ def _check_cuda_run(
     overrides: list[str], synthetic_root: Path, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = _config(synthetic_root, *overrides)
-    monkeypatch.setattr(engine_module, "_CHECK_ROWS", 16)  # several blocks at this size
+    monkeypatch.setattr(base_module, "ROW_BLOCK", 16)  # several blocks at this size
     if cfg.cluster.sparse is False:
         monkeypatch.setattr(engine_module, "SPARSE_THRESHOLD", 50)
     calls = _spy(monkeypatch)
@@ -270,7 +275,8 @@ def _check_cuda_run(
     assert kwargs["sparse"] is True  # only the radius graph goes to the CPU
     if cfg.cluster.sparse is False:
         assert any("cluster.sparse=false" in str(w.message) for w in caught)
-    ((labels, agreement),) = calls["_cluster"]
+    ((labels, state),) = calls["_cluster"]
+    agreement = state.tensors.get("agreement")
     assert labels.device.type == "cpu" and labels.dtype == torch.int64
     if cfg.method.name in ("pplr", "pplr_cam"):
         ((global_feats, _, agreement_kwargs, _),) = calls["cross_agreement"]
@@ -285,5 +291,5 @@ def _check_cuda_run(
         assert len(calls["dcls_smoothing_factors"]) > 1
         cpu_beta = dcls_smoothing_factors(feats.cpu(), parts.cpu(), cfg.method.metric)[0]
         expected = cpu_beta[valid.cpu()].mean(dim=0)
-        last = engine_module._mean_beta(feats, parts, valid, cfg.method.metric)
+        last = dcls_module._mean_beta(feats, parts, valid, cfg.method.metric)
         torch.testing.assert_close(torch.tensor(last), expected, rtol=1e-5, atol=1e-6)

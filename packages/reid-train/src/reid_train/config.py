@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 import yaml
 
+from . import methods as _methods
+
 __all__ = [
     "ARCHITECTURES",
     "METHODS",
@@ -55,17 +57,13 @@ __all__ = [
     "save_config",
 ]
 
-#: Training recipes (``method.name``).
-METHODS: tuple[str, ...] = ("baseline", "pplr", "pplr_cam", "dcls")
+#: The built-in training recipes (``method.name``; ``reid_train.methods.names()`` also lists
+#: recipes registered later).
+METHODS: tuple[str, ...] = tuple(_methods.names())
 #: Model architectures (``model.arch``), the names of ``reid_backbones.build_model``.
 ARCHITECTURES: tuple[str, ...] = ("baseline", "pplr", "dcls")
-#: The architecture each method trains.
-METHOD_ARCH: dict[str, str] = {
-    "baseline": "baseline",
-    "pplr": "pplr",
-    "pplr_cam": "pplr",
-    "dcls": "dcls",
-}
+#: The architecture each built-in method trains (``reid_train.methods.get(name).arch``).
+METHOD_ARCH: dict[str, str] = {name: _methods.get(name).arch for name in METHODS}
 
 _IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -211,7 +209,8 @@ class ClusterConfig:
 class MethodConfig:
     """The loss recipe and every ablation switch of PPLR and DCLS.
 
-    Losses per method (the engine's composition):
+    Losses per method (each composed by its module in ``reid_train/methods/``; the engine adds
+    the soft triplet):
 
     * ``baseline`` — label-smoothed CE (``global_epsilon``; 0 = plain CE, 0.1 = "+constant LS")
       on the global logits + soft triplet.
@@ -224,7 +223,9 @@ class MethodConfig:
       ``global_smoothing``, ``guidance``, ``epsilon`` + soft triplet on the global feature.
     """
 
-    name: Literal["baseline", "pplr", "pplr_cam", "dcls"] = "pplr"
+    #: The recipe: a name of ``reid_train.methods.names()`` (built in: baseline, pplr,
+    #: pplr_cam, dcls; one module each in ``reid_train/methods/``).
+    name: str = "pplr"
     # --- every method ---
     #: Soft-target weight of the positive in the soft triplet (0 = PPLR Eq. 3; see losses).
     triplet_margin: float = 0.0
@@ -339,8 +340,8 @@ class TrainConfig:
         """Check types, ranges and cross-field rules; raise :class:`ConfigError` listing every
         problem. A null ``model.arch`` is set to the architecture of ``method.name``."""
         problems = _type_problems(self)
-        if not problems and self.model.arch is None:
-            self.model.arch = METHOD_ARCH[self.method.name]
+        if not problems and self.model.arch is None and self.method.name in _methods.names():
+            self.model.arch = _methods.get(self.method.name).arch
         problems = problems or _validate(self)
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -491,11 +492,17 @@ def _validate(cfg: TrainConfig) -> list[str]:
         f"cluster.label_noise_seed must be >= 0, got {c.label_noise_seed}",
     )
     # method
-    arch = METHOD_ARCH[me.name]
-    need(
-        m.arch == arch,
-        f"method.name {me.name!r} trains model.arch {arch!r}, got model.arch {m.arch!r}",
-    )
+    recipe = _methods.get(me.name) if me.name in _methods.names() else None
+    if recipe is None:
+        close = difflib.get_close_matches(me.name, _methods.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        need(False, f"method.name {me.name!r} is unknown{hint}; choose one of "
+             f"{' | '.join(repr(n) for n in _methods.names())} (reid_train.methods)")  # fmt: skip
+    else:
+        need(
+            m.arch == recipe.arch,
+            f"method.name {me.name!r} trains model.arch {recipe.arch!r}, got model.arch {m.arch!r}",
+        )
     unit(me.triplet_margin, "method.triplet_margin")
     need(me.triplet_weight >= 0, f"method.triplet_weight must be >= 0, got {me.triplet_weight}")
     unit(me.global_epsilon, "method.global_epsilon")
@@ -512,22 +519,8 @@ def _validate(cfg: TrainConfig) -> list[str]:
         me.num_hard_negatives >= 1,
         f"method.num_hard_negatives must be >= 1, got {me.num_hard_negatives}",
     )
-    if me.name == "dcls":
-        n_l = m.num_regions
-        if n_l == 0:
-            need(
-                me.global_smoothing != "dcls",
-                "method.global_smoothing 'dcls' (Eq. 8) needs local regions; with "
-                "model.num_regions 0 use 'constant' or 'none'",
-            )
-        elif me.local_smoothing == "dcls":
-            need(
-                n_l in (2, 3),
-                f"method.local_smoothing 'dcls' (Eq. 7) needs model.num_regions 2 or 3, got "
-                f"{n_l}; use 'initial', 'constant' or 'none'",
-            )
-        if me.guidance == "non_cross" and me.local_smoothing == "dcls":
-            need(n_l == 3, f"method.guidance 'non_cross' needs model.num_regions 3, got {n_l}")
+    if recipe is not None:
+        p.extend(recipe.validate(cfg))  # the recipe's own rules (reid_train.methods)
     # optim
     need(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a finite number > 0, got {o.lr}")
     need(

@@ -5,12 +5,12 @@ An epoch (docs/design.md, "One training epoch"):
 1. every process extracts the global (and part) features of its shard of the training images;
    the shards are gathered on every process, where they stay on the training device
    (``Accelerator.device``: the GPU of a GPU run);
-2. the main process clusters the global features (``reid_clustering.dbscan_clustering``) and,
-   for PPLR, computes the cross agreement (``reid_refine.cross_agreement``, its searches by
-   ``reid_clustering.knn_search``, the clustering's global ranked list reused where it ranked the
-   same features: :func:`_reusable_ranking`), both on that device; only the sparse radius graph
-   of the Jaccard distance goes to the CPU, for scikit-learn's DBSCAN
-   (:meth:`Trainer._cluster` has the memory bound); labels and agreement are broadcast;
+2. the main process clusters the global features (``reid_clustering.dbscan_clustering``) and
+   runs the method's preparation (:meth:`reid_train.methods.Method.prepare`; for PPLR the
+   cross agreement, ``reid_refine.cross_agreement``, reusing the clustering's ranked list where
+   it ranked the same features), both on that device; only the sparse radius graph of the
+   Jaccard distance goes to the CPU, for scikit-learn's DBSCAN (:meth:`Trainer._cluster` has
+   the memory bound); the labels and the method's per-image tensors are broadcast;
 3. every process writes the L2-normalised cluster centroids into the first K rows of the
    fixed-capacity classifiers (``ReIDModel.load_centroids``, the official PPLR scheme: the
    parameters stay the same objects, so Adam's state and DDP stay valid) and, for PPLR+camera,
@@ -51,7 +51,6 @@ from reid_clustering import (
     NoClustersWarning,
     cluster_statistics,
     dbscan_clustering,
-    knn_search,
     pseudo_label_quality,
 )
 from reid_eval import (
@@ -64,14 +63,6 @@ from reid_eval import (
 )
 from reid_eval.datasets import SyntheticConfig, synthetic_families, synthetic_mismatch
 from reid_eval.rerank import re_ranking_features
-from reid_refine import (
-    aals_loss,
-    cross_agreement,
-    dcls_loss,
-    dcls_smoothing_factors,
-    label_smoothing_loss,
-    pglr_loss,
-)
 
 from .config import ConfigError, TrainConfig, config_to_dict, save_config
 from .data import (
@@ -81,7 +72,9 @@ from .data import (
     build_train_loader,
 )
 from .label_noise import NoisyLabels, noisy_labels
-from .losses import camera_proxies, camera_proxy_loss, soft_triplet_loss
+from .losses import camera_proxies, soft_triplet_loss
+from .methods import EpochInputs, EpochState, Method
+from .methods import get as get_method
 from .run_dir import (
     BEST_DIR,
     CONFIG_FILE,
@@ -151,6 +144,7 @@ class Trainer:
     ) -> None:
         config.validate()
         self.cfg = config
+        self.method: Method = get_method(config.method.name)(config)  # the recipe (methods/)
         self.out = Path(output_dir or config.runtime.output_dir)
         self.resume = resume
         self.acc = accelerator or Accelerator(
@@ -369,7 +363,7 @@ class Trainer:
         self._last_summary = summary
 
         start = time.perf_counter()
-        labels, agreement = self._cluster(feats, parts, valid, summary)
+        labels, state = self._cluster(feats, parts, valid, summary)
         summary.times["cluster"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -384,9 +378,9 @@ class Trainer:
         else:
             try:
                 loader = self._train_loader(epoch, labels)
-                proxies = self._init_classifiers(feats, parts, labels, num_clusters)
+                state.proxies = self._init_classifiers(feats, parts, labels, num_clusters)
                 del feats, parts, valid  # the batches never read them: free the device memory
-                self._train_epoch(epoch, loader, agreement, proxies, num_clusters, summary)
+                self._train_epoch(epoch, loader, state, num_clusters, summary)
                 summary.trained = True
                 self.trained_epochs += 1
             except TooFewIdentitiesError as e:
@@ -401,9 +395,7 @@ class Trainer:
 
     @property
     def _needs_parts(self) -> bool:
-        return self.cfg.method.name in ("pplr", "pplr_cam") or (
-            self.cfg.method.name == "dcls" and self.net.num_parts > 0
-        )
+        return self.method.needs_parts(self.net.num_parts)
 
     def _cluster(
         self,
@@ -411,18 +403,18 @@ class Trainer:
         parts: torch.Tensor | None,
         valid: torch.Tensor,
         summary: EpochSummary,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Pseudo labels (main process, broadcast) and PPLR's cross agreement.
+    ) -> tuple[torch.Tensor, EpochState]:
+        """Pseudo labels and the method's preparation (main process, broadcast).
 
         ``feats`` ``[N, D]``, ``parts`` ``[N, P, D]`` and ``valid`` are on the training device
         (:meth:`_extract`) and every step runs there: the kNN, the k-reciprocal encoding and the
-        Jaccard distance (``reid_clustering``), the cross agreement (``reid_refine``), the
-        camera debiasing and the DCLS β statistics. Only the sparse radius graph of the Jaccard
-        distance (the pairs within ``cluster.eps``) crosses to the CPU, where scikit-learn's
-        DBSCAN labels it: on an accelerator the sparse path is always taken (an explicit
-        ``cluster.sparse: false`` only up to ``SPARSE_THRESHOLD``, 8,192, images;
-        :func:`_sparse_path`). CPU runs compute exactly what they did when the features were
-        gathered to the CPU.
+        Jaccard distance (``reid_clustering``), the camera debiasing and the method's
+        preparation (PPLR's cross agreement, ``reid_refine``; DCLS's β statistics). Only the
+        sparse radius graph of the Jaccard distance (the pairs within ``cluster.eps``) crosses
+        to the CPU, where scikit-learn's DBSCAN labels it: on an accelerator the sparse path is
+        always taken (an explicit ``cluster.sparse: false`` only up to ``SPARSE_THRESHOLD``,
+        8,192, images; :func:`_sparse_path`). CPU runs compute exactly what they did when the
+        features were gathered to the CPU.
 
         Peak device memory of the main process, besides the gathered features (``N × D`` and
         ``N × P × D`` float32: 0.27 and 0.80 GB for MSMT17's 32,621 training images at
@@ -451,8 +443,7 @@ class Trainer:
         """
         cfg, n, device = self.cfg, feats.shape[0], feats.device
         labels = torch.full((n,), -1, dtype=torch.int64)  # on the CPU: the sampler reads them
-        use_agreement = cfg.method.name in ("pplr", "pplr_cam") and parts is not None
-        agreement = torch.zeros(n, self.net.num_parts, device=device) if use_agreement else None
+        state = EpochState()
         if self.acc.is_main_process:
             keep = valid.nonzero().flatten()
             keep_cpu = keep.cpu()
@@ -471,21 +462,25 @@ class Trainer:
                         cfg.cluster.k1,
                         cfg.cluster.k2,
                         sparse=self._dbscan_sparse(keep.numel(), device),
-                        backend="torch",  # the ranking of `_knn`, so that it can be reused
+                        backend="torch",  # the ranking PPLR's cross agreement may reuse
                     )
                 found = clustering.labels
             labels[keep_cpu] = torch.from_numpy(found)
-            if agreement is not None:
-                agreement = self._agreement(feats, parts, keep, clustering)
+            state = self.method.prepare(EpochInputs(feats, parts, valid, keep, labels, clustering))
             del clustering  # its normalised copy of the features: not needed any more
+            for name, value in state.summary.items():  # logged by the main process
+                setattr(summary, name, value)
         labels = self._broadcast(labels)
-        if agreement is not None:
-            agreement = self._broadcast(agreement)  # stays on the device, where the losses are
-            clustered = labels >= 0
-            if bool(clustered.any()):
-                summary.agreement = agreement[clustered.to(device)].mean(dim=0).tolist()
-        if cfg.method.name == "dcls" and parts is not None and self.acc.is_main_process:
-            summary.beta = _mean_beta(feats, parts, valid, cfg.method.metric)  # logged by main
+        if self.acc.num_processes > 1:  # the main process's tensors, on every process
+            shapes = self.method.broadcast_shapes(n, self.net.num_parts)
+            state.tensors = {
+                name: self._broadcast(
+                    state.tensors[name]
+                    if self.acc.is_main_process
+                    else torch.zeros(shape, device=device)
+                )
+                for name, shape in shapes.items()
+            }
         stats = cluster_statistics(labels)
         summary.clusters, summary.outliers = stats.num_clusters, stats.num_outliers
         truth = self.train_pids
@@ -501,7 +496,7 @@ class Trainer:
             }
             if self._noisy is not None:  # the realised noise of the whole training split
                 summary.quality["label_noise"] = self._noisy.rate
-        return labels, agreement
+        return labels, state
 
     def _dbscan_sparse(self, n: int, device: torch.device) -> bool | None:
         """``sparse`` for :func:`reid_clustering.dbscan_clustering` on ``n`` features on
@@ -534,29 +529,6 @@ class Trainer:
             self._print(f"cluster.labels=noisy_ground_truth: {self._noisy.describe()}")
         return self._noisy
 
-    def _agreement(
-        self,
-        feats: torch.Tensor,
-        parts: torch.Tensor,
-        keep: torch.Tensor,
-        clustering: DBSCANResult | None,
-    ) -> torch.Tensor:
-        """PPLR's cross agreement; every search is ``reid_clustering.knn_search`` (:func:`_knn`),
-        and the global one is skipped where the clustering's ranked list can be reused."""
-        k = self.cfg.method.agreement_k
-        reuse = _reusable_ranking(
-            clustering,
-            feats,
-            clustered_all_rows=keep.numel() == feats.shape[0],
-            camera_debias=self.cfg.cluster.camera_debias,
-            k=k,
-        )
-        if reuse is None:
-            global_feats, global_ranked = feats, None
-        else:
-            global_feats, global_ranked = reuse.features, reuse.ranked
-        return cross_agreement(global_feats, parts, k=k, knn=_knn, global_ranked=global_ranked)
-
     def _cluster_features(self, feats: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """The features DBSCAN sees (``cluster.camera_debias``: see :func:`camera_debiased`), on
         the features' device; ``feats`` itself (no copy) when every row is kept."""
@@ -583,10 +555,11 @@ class Trainer:
         labels: torch.Tensor,
         num_clusters: int,
     ) -> dict[str, Any] | None:
-        """Cluster centroids into the classifiers and, for PPLR+camera, the camera proxies
-        (every process, from the gathered features on the training device)."""
+        """Cluster centroids into the classifiers and, for a method with camera proxies
+        (``pplr_cam``), the proxies (every process, from the gathered features on the training
+        device)."""
         self._load_centroids(feats, parts, labels, num_clusters)
-        if self.cfg.method.name != "pplr_cam":
+        if not self.method.camera_proxies:
             return None
         return self._camera_proxies(feats, parts, labels)
 
@@ -594,13 +567,12 @@ class Trainer:
         self,
         epoch: int,
         loader: Any,
-        agreement: torch.Tensor | None,
-        proxies: dict[str, Any] | None,
+        state: EpochState,
         num_clusters: int,
         summary: EpochSummary,
     ) -> None:
         cfg, device = self.cfg, self.acc.device
-        agreement = agreement.to(device) if agreement is not None else None
+        state.tensors = {name: t.to(device) for name, t in state.tensors.items()}
         totals: dict[str, float] = defaultdict(float)
         digest = 0
         self.model.train()
@@ -618,7 +590,7 @@ class Trainer:
             digest = (digest + int((batch["index"] * (step + 1)).sum())) % 1_000_000_007
             with self.acc.autocast():
                 out = self.model(images)
-                terms = self._losses(out, targets, batch, epoch, num_clusters, agreement, proxies)
+                terms = self._losses(out, targets, batch, epoch, num_clusters, state)
             loss = sum(terms.values())
             self._check_finite(loss, epoch, step, terms)
             self.optimizer.zero_grad(set_to_none=True)
@@ -640,73 +612,22 @@ class Trainer:
         batch: dict[str, torch.Tensor],
         epoch: int,
         k: int,
-        agreement: torch.Tensor | None,
-        proxies: dict[str, Any] | None,
+        state: EpochState,
     ) -> dict[str, torch.Tensor]:
-        """The method's loss terms (docs/design.md, "PPLR"/"DCLS"; ``MethodConfig`` lists them)."""
+        """The batch's loss terms, summed in this order: the method's classification terms
+        (:meth:`Method.losses`), the soft triplet every method shares (PPLR Eq. 3, on the
+        ``method.triplet_features``), then the method's auxiliary terms (PPLR's camera loss)."""
         m = self.cfg.method
-        g_logits = out.global_logits[:, :k].float()
-        p_logits = None if out.part_logits is None else out.part_logits[:, :, :k].float()
-        embedding = out.global_bn_features if m.triplet_features == "bn" else out.global_features
-        terms: dict[str, torch.Tensor] = {}
-        if m.name == "dcls":
-            if p_logits is None:  # N_l = 0: the global branch alone
-                terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.epsilon)
-            else:
-                result = dcls_loss(
-                    g_logits, p_logits, out.global_bn_features.float(), out.part_features.float(),
-                    targets, m.w_l, m.w_g, m.metric, local_smoothing=m.local_smoothing,
-                    global_smoothing=m.global_smoothing, guidance=m.guidance, epsilon=m.epsilon,
-                )  # fmt: skip
-                terms["local_ce"], terms["global_ce"] = result.local_loss, result.global_loss
-        elif m.name == "baseline":
-            terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.global_epsilon)
-        else:  # pplr, pplr_cam
-            assert p_logits is not None and agreement is not None
-            ca = agreement[batch["index"].to(agreement.device)]
-            if m.use_pglr:
-                weights = torch.ones_like(ca) if m.pglr_uniform_weights else ca
-                terms["global_ce"] = pglr_loss(g_logits, p_logits, targets, weights, m.beta)
-            else:
-                terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.global_epsilon)
-            if m.use_aals and epoch >= m.aals_epoch:
-                terms["part_ce"] = aals_loss(p_logits, targets, ca)
-            else:
-                terms["part_ce"] = torch.stack(
-                    [
-                        label_smoothing_loss(p_logits[:, i], targets, m.part_epsilon)
-                        for i in range(p_logits.shape[1])
-                    ]
-                ).mean()
+        terms = self.method.losses(out, targets, batch, epoch, k, state)
         if m.triplet_weight > 0:
+            embedding = (
+                out.global_bn_features if m.triplet_features == "bn" else out.global_features
+            )
             terms["triplet"] = m.triplet_weight * soft_triplet_loss(
                 embedding.float(), targets, m.triplet_margin
             )
-        if proxies is not None:
-            # The proxies are means of the extracted (post-BNNeck) features, so the batch's
-            # features are the post-BNNeck ones too, whatever method.triplet_features says.
-            cams = batch["camid"].to(targets.device)
-            cam = self._cam_loss(out.global_bn_features.float(), targets, cams, proxies["global"])
-            if m.cam_on_parts and proxies["parts"]:
-                part_feats = out.part_features.float()
-                cam = (
-                    cam
-                    + torch.stack(
-                        [
-                            self._cam_loss(part_feats[:, i], targets, cams, p)
-                            for i, p in enumerate(proxies["parts"])
-                        ]
-                    ).mean()
-                )
-            terms["camera"] = m.lambda_cam * cam
+        terms.update(self.method.auxiliary_losses(out, targets, batch, state))
         return terms
-
-    def _cam_loss(self, feats, targets, cams, proxy):  # noqa: ANN001, ANN202
-        m = self.cfg.method
-        return camera_proxy_loss(
-            feats, targets, cams, *proxy, temperature=m.cam_temperature,
-            num_hard_negatives=m.num_hard_negatives,
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
     def _load_centroids(
@@ -1048,68 +969,6 @@ def _every(epoch: int, n: int) -> bool:
     return n > 0 and (epoch + 1) % n == 0
 
 
-def _knn(features: torch.Tensor, m: int) -> torch.Tensor:
-    """The ``knn`` of ``reid_refine.cross_agreement``: ``reid_clustering.knn_search`` on the
-    features' device, the ranking (machine-independent ``pair_dot`` values, ties to the lower
-    index) that the clustering's torch backend uses too."""
-    return knn_search(features, k=m).indices
-
-
-#: Largest difference allowed between an extracted (L2-normalised) feature and the clustering's
-#: re-normalised copy of it for the two to count as the same features (a few float32 ulps apart;
-#: features that were not unit vectors differ by far more).
-_RENORMALISED_ATOL = 1e-5
-
-
-def _reusable_ranking(
-    clustering: DBSCANResult | None,
-    feats: torch.Tensor,
-    *,
-    clustered_all_rows: bool,
-    camera_debias: bool,
-    k: int,
-) -> DBSCANResult | None:
-    """The clustering when its ranked list may serve as the cross agreement's global one.
-
-    ``clustering.ranked`` is ``knn_search(clustering.features, k=k1).indices``: the torch
-    ranking depends only on those features and its first ``k + 1`` columns are the top-(k+1)
-    search the cross agreement would run, so reusing it changes nothing, provided the cross
-    agreement's global features are ``clustering.features`` themselves. Those are the
-    clustering's input after its own L2 normalisation; the extracted ``feats`` are unit vectors
-    already, but re-normalising them moves some entries by an ulp (about half the rows of 2048-d
-    features), so bit-equality with ``feats`` cannot be the test. The cross agreement is then
-    given ``clustering.features`` as its global features, and this checks that they are
-    ``feats`` normalised the same way:
-
-    * there was a clustering (not ``cluster.labels: [noisy_]ground_truth``), with the torch kNN
-      backend (passed by :meth:`Trainer._cluster`: the ranking of :func:`_knn`);
-    * it saw every row, in order (no unreadable image was left out of it);
-    * it saw ``feats`` themselves, not camera-debiased features (``cluster.camera_debias``);
-    * its features are ``feats`` up to re-normalisation (within ``_RENORMALISED_ATOL``: the
-      extracted features were unit vectors) and its list has ``k1 >= k + 1`` columns.
-
-    Returns None otherwise: the cross agreement then searches ``feats`` (with :func:`_knn`).
-    """
-    if clustering is None or not clustered_all_rows or camera_debias:
-        return None
-    ranked, features = clustering.ranked, clustering.features
-    if ranked.dim() != 2 or ranked.shape[0] != feats.shape[0] or ranked.shape[1] < k + 1:
-        return None
-    if features.shape != feats.shape or features.device != feats.device:
-        return None
-    step = _CHECK_ROWS  # blocks of rows: the comparison's temporaries stay small on a GPU
-    for start in range(0, feats.shape[0], step):
-        a, b = features[start : start + step], feats[start : start + step]
-        if not torch.allclose(a, b, rtol=0.0, atol=_RENORMALISED_ATOL):
-            return None
-    return clustering
-
-
-#: Rows per block of the engine's own row-wise passes over the features on the device
-#: (:func:`_reusable_ranking`'s comparison, :func:`_mean_beta` on an accelerator).
-_CHECK_ROWS = 4096
-
-
 def _sparse_path(setting: bool | None, n: int, device: torch.device) -> bool | None:
     """``sparse`` of :func:`reid_clustering.dbscan_clustering` for ``n`` features on ``device``.
 
@@ -1125,30 +984,6 @@ def _sparse_path(setting: bool | None, n: int, device: torch.device) -> bool | N
     if setting is False and n <= SPARSE_THRESHOLD:
         return False
     return True
-
-
-def _mean_beta(
-    feats: torch.Tensor,
-    parts: torch.Tensor,
-    valid: torch.Tensor,
-    metric: Any,
-    rows: int | None = None,
-) -> list[float]:
-    """DCLS: the mean smoothing factor β per region over the readable images (the epoch's
-    ``beta``), from ``dcls_smoothing_factors`` on the features' device, ``rows`` rows at a
-    time. By default on the CPU in one call (as it always was) and on an accelerator in blocks
-    of :data:`_CHECK_ROWS` rows, which bounds its ``N × P × D`` temporaries (β is per row; the
-    mean is still taken over all rows at once).
-    """
-    n = feats.shape[0]
-    step = rows or (n if feats.device.type == "cpu" else _CHECK_ROWS)
-    beta = torch.cat(
-        [
-            dcls_smoothing_factors(feats[s : s + step], parts[s : s + step], metric)[0]
-            for s in range(0, n, max(step, 1))
-        ]
-    )
-    return beta[valid].mean(dim=0).tolist()
 
 
 def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,38 @@
+"""The baseline recipe: the global classifier on the pseudo labels, with no refinement.
+
+Loss per batch: label-smoothed cross-entropy on the global logits (``method.global_epsilon``;
+0 = plain CE, PPLR Table 1's baseline; 0.1 = the "+ constant label smoothing" row) plus the
+soft triplet the engine adds for every method. The part-model baseline of PPLR Table 1 (parts
+trained with CE, no refinement) is ``pplr`` with ``use_aals``/``use_pglr`` off and
+``part_epsilon`` 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from reid_refine import label_smoothing_loss
+
+from . import register
+from .base import EpochState, Method
+
+
+@register
+class Baseline(Method):
+    name = "baseline"
+    arch = "baseline"
+    loss_terms = ("global_ce",)
+
+    def losses(
+        self,
+        out: Any,
+        targets: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        epoch: int,
+        num_clusters: int,
+        state: EpochState,
+    ) -> dict[str, torch.Tensor]:
+        logits = out.global_logits[:, :num_clusters].float()
+        return {"global_ce": label_smoothing_loss(logits, targets, self.options.global_epsilon)}

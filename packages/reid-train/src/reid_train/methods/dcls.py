@@ -1,0 +1,109 @@
+"""DCLS: dynamic label smoothing guided by the similarity of local and global features.
+
+Per batch (docs/design.md, "DCLS"): ``reid_refine.dcls_loss`` with ``w_l``, ``w_g``,
+``metric``, ``local_smoothing`` (LS''_l Eq. 6+7, LS'_l Eq. 6, constant or none),
+``global_smoothing`` (LS_g Eq. 8, constant or none), ``guidance`` and ``epsilon``: the terms
+``local_ce`` and ``global_ce``; with no local regions (``model.num_regions: 0``) only
+``global_ce``, CE smoothed by ``epsilon``. The engine adds the soft triplet on the global
+feature. Per epoch the main process logs the mean smoothing factor β per region (Eq. 4-5).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from reid_refine import dcls_loss, dcls_smoothing_factors, label_smoothing_loss
+
+from . import base, register
+from .base import EpochInputs, EpochState, Method
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+__all__ = ["DCLS"]
+
+
+@register
+class DCLS(Method):
+    name = "dcls"
+    arch = "dcls"
+    loss_terms = ("local_ce", "global_ce")
+
+    @classmethod
+    def validate(cls, config: TrainConfig) -> list[str]:
+        me, n_l = config.method, config.model.num_regions
+        problems = []
+        if n_l == 0:
+            if me.global_smoothing == "dcls":
+                problems.append(
+                    "method.global_smoothing 'dcls' (Eq. 8) needs local regions; with "
+                    "model.num_regions 0 use 'constant' or 'none'"
+                )
+        elif me.local_smoothing == "dcls" and n_l not in (2, 3):
+            problems.append(
+                f"method.local_smoothing 'dcls' (Eq. 7) needs model.num_regions 2 or 3, got "
+                f"{n_l}; use 'initial', 'constant' or 'none'"
+            )
+        if me.guidance == "non_cross" and me.local_smoothing == "dcls" and n_l != 3:
+            problems.append(f"method.guidance 'non_cross' needs model.num_regions 3, got {n_l}")
+        return problems
+
+    def needs_parts(self, num_parts: int) -> bool:
+        return num_parts > 0
+
+    def prepare(self, inputs: EpochInputs) -> EpochState:
+        """The mean β per region over the readable images (logged; the losses recompute β per
+        batch)."""
+        state = EpochState()
+        if inputs.parts is not None:
+            state.summary["beta"] = _mean_beta(
+                inputs.feats, inputs.parts, inputs.valid, self.options.metric
+            )
+        return state
+
+    def losses(
+        self,
+        out: Any,
+        targets: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        epoch: int,
+        num_clusters: int,
+        state: EpochState,
+    ) -> dict[str, torch.Tensor]:
+        m, k = self.options, num_clusters
+        g_logits = out.global_logits[:, :k].float()
+        if out.part_logits is None:  # N_l = 0: the global branch alone
+            return {"global_ce": label_smoothing_loss(g_logits, targets, m.epsilon)}
+        result = dcls_loss(
+            g_logits, out.part_logits[:, :, :k].float(), out.global_bn_features.float(),
+            out.part_features.float(), targets, m.w_l, m.w_g, m.metric,
+            local_smoothing=m.local_smoothing, global_smoothing=m.global_smoothing,
+            guidance=m.guidance, epsilon=m.epsilon,
+        )  # fmt: skip
+        return {"local_ce": result.local_loss, "global_ce": result.global_loss}
+
+
+def _mean_beta(
+    feats: torch.Tensor,
+    parts: torch.Tensor,
+    valid: torch.Tensor,
+    metric: Any,
+    rows: int | None = None,
+) -> list[float]:
+    """DCLS: the mean smoothing factor β per region over the readable images (the epoch's
+    ``beta``), from ``dcls_smoothing_factors`` on the features' device, ``rows`` rows at a
+    time. By default on the CPU in one call and on an accelerator in blocks of
+    :data:`ROW_BLOCK` rows, which bounds its ``N × P × D`` temporaries (β is per row; the mean
+    is still taken over all rows at once).
+    """
+    n = feats.shape[0]
+    step = rows or (n if feats.device.type == "cpu" else base.ROW_BLOCK)
+    beta = torch.cat(
+        [
+            dcls_smoothing_factors(feats[s : s + step], parts[s : s + step], metric)[0]
+            for s in range(0, n, max(step, 1))
+        ]
+    )
+    return beta[valid].mean(dim=0).tolist()

@@ -1,0 +1,201 @@
+"""PPLR (Cho et al., CVPR 2022): part-based pseudo label refinement, and its camera variant.
+
+Per epoch (main process): the cross agreement of every image's global and part features,
+``reid_refine.cross_agreement`` (Eq. 6), with every top-k search by
+``reid_clustering.knn_search`` (:func:`_knn`); the global search reuses the clustering's ranked
+list where it ranked the same features (:func:`_reusable_ranking`).
+
+Per batch (docs/design.md, "PPLR"):
+
+* ``global_ce``: PGLR (Eq. 9-10, ``use_pglr``; weights = the agreement, or uniform with
+  ``pglr_uniform_weights``), otherwise CE with ``global_epsilon``;
+* ``part_ce``: AALS (Eq. 7-8) from epoch ``aals_epoch`` (``use_aals``), before it or without
+  AALS CE with ``part_epsilon``, averaged over the parts;
+* the engine's soft triplet (Eq. 3);
+* ``pplr_cam`` only, ``camera``: ``lambda_cam`` × the inter-camera proxy loss (Eq. 4-5) on the
+  post-BNNeck global feature, plus the parts' mean when ``cam_on_parts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from reid_clustering import DBSCANResult, knn_search
+from reid_refine import aals_loss, cross_agreement, label_smoothing_loss, pglr_loss
+
+from ..losses import camera_proxy_loss
+from . import base, register
+from .base import EpochInputs, EpochState, Method
+
+__all__ = ["PPLR", "PPLRCam"]
+
+
+@register
+class PPLR(Method):
+    name = "pplr"
+    arch = "pplr"
+    loss_terms = ("global_ce", "part_ce")
+
+    def needs_parts(self, num_parts: int) -> bool:
+        return True
+
+    def broadcast_shapes(self, num_images: int, num_parts: int) -> dict[str, tuple[int, ...]]:
+        return {"agreement": (num_images, num_parts)}
+
+    def prepare(self, inputs: EpochInputs) -> EpochState:
+        """The cross agreement ``[N, P]`` (Eq. 6) and its mean over the clustered images."""
+        feats, parts = inputs.feats, inputs.parts
+        assert parts is not None, "PPLR extracts part features"
+        k = self.options.agreement_k
+        reuse = _reusable_ranking(
+            inputs.clustering,
+            feats,
+            clustered_all_rows=inputs.keep.numel() == feats.shape[0],
+            camera_debias=self.config.cluster.camera_debias,
+            k=k,
+        )
+        if reuse is None:
+            global_feats, global_ranked = feats, None
+        else:
+            global_feats, global_ranked = reuse.features, reuse.ranked
+        agreement = cross_agreement(global_feats, parts, k=k, knn=_knn, global_ranked=global_ranked)
+        state = EpochState(tensors={"agreement": agreement})
+        clustered = inputs.labels >= 0
+        if bool(clustered.any()):
+            state.summary["agreement"] = (
+                agreement[clustered.to(agreement.device)].mean(dim=0).tolist()
+            )
+        return state
+
+    def losses(
+        self,
+        out: Any,
+        targets: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        epoch: int,
+        num_clusters: int,
+        state: EpochState,
+    ) -> dict[str, torch.Tensor]:
+        m, k = self.options, num_clusters
+        g_logits = out.global_logits[:, :k].float()
+        p_logits = out.part_logits[:, :, :k].float()
+        agreement = state.tensors["agreement"]
+        ca = agreement[batch["index"].to(agreement.device)]
+        terms: dict[str, torch.Tensor] = {}
+        if m.use_pglr:
+            weights = torch.ones_like(ca) if m.pglr_uniform_weights else ca
+            terms["global_ce"] = pglr_loss(g_logits, p_logits, targets, weights, m.beta)
+        else:
+            terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.global_epsilon)
+        if m.use_aals and epoch >= m.aals_epoch:
+            terms["part_ce"] = aals_loss(p_logits, targets, ca)
+        else:
+            terms["part_ce"] = torch.stack(
+                [
+                    label_smoothing_loss(p_logits[:, i], targets, m.part_epsilon)
+                    for i in range(p_logits.shape[1])
+                ]
+            ).mean()
+        return terms
+
+
+@register
+class PPLRCam(PPLR):
+    """PPLR + the camera-aware proxy loss (the official code's ``PPLRTrainerCAM``)."""
+
+    name = "pplr_cam"
+    camera_proxies = True
+    loss_terms = ("global_ce", "part_ce", "camera")
+
+    def auxiliary_losses(
+        self,
+        out: Any,
+        targets: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        state: EpochState,
+    ) -> dict[str, torch.Tensor]:
+        # The proxies are means of the extracted (post-BNNeck) features, so the batch's
+        # features are the post-BNNeck ones too, whatever method.triplet_features says.
+        m, proxies = self.options, state.proxies
+        assert proxies is not None, "the engine builds the camera proxies of pplr_cam"
+        cams = batch["camid"].to(targets.device)
+        cam = self._loss(out.global_bn_features.float(), targets, cams, proxies["global"])
+        if m.cam_on_parts and proxies["parts"]:
+            part_feats = out.part_features.float()
+            cam = (
+                cam
+                + torch.stack(
+                    [
+                        self._loss(part_feats[:, i], targets, cams, p)
+                        for i, p in enumerate(proxies["parts"])
+                    ]
+                ).mean()
+            )
+        return {"camera": m.lambda_cam * cam}
+
+    def _loss(self, feats, targets, cams, proxy):  # noqa: ANN001, ANN202
+        m = self.options
+        return camera_proxy_loss(
+            feats, targets, cams, *proxy, temperature=m.cam_temperature,
+            num_hard_negatives=m.num_hard_negatives,
+        )  # fmt: skip
+
+
+def _knn(features: torch.Tensor, m: int) -> torch.Tensor:
+    """The ``knn`` of ``reid_refine.cross_agreement``: ``reid_clustering.knn_search`` on the
+    features' device, the ranking (machine-independent ``pair_dot`` values, ties to the lower
+    index) that the clustering's torch backend uses too."""
+    return knn_search(features, k=m).indices
+
+
+#: Largest difference allowed between an extracted (L2-normalised) feature and the clustering's
+#: re-normalised copy of it for the two to count as the same features (a few float32 ulps apart;
+#: features that were not unit vectors differ by far more).
+_RENORMALISED_ATOL = 1e-5
+
+
+def _reusable_ranking(
+    clustering: DBSCANResult | None,
+    feats: torch.Tensor,
+    *,
+    clustered_all_rows: bool,
+    camera_debias: bool,
+    k: int,
+) -> DBSCANResult | None:
+    """The clustering when its ranked list may serve as the cross agreement's global one.
+
+    ``clustering.ranked`` is ``knn_search(clustering.features, k=k1).indices``: the torch
+    ranking depends only on those features and its first ``k + 1`` columns are the top-(k+1)
+    search the cross agreement would run, so reusing it changes nothing, provided the cross
+    agreement's global features are ``clustering.features`` themselves. Those are the
+    clustering's input after its own L2 normalisation; the extracted ``feats`` are unit vectors
+    already, but re-normalising them moves some entries by an ulp (about half the rows of 2048-d
+    features), so bit-equality with ``feats`` cannot be the test. The cross agreement is then
+    given ``clustering.features`` as its global features, and this checks that they are
+    ``feats`` normalised the same way:
+
+    * there was a clustering (not ``cluster.labels: [noisy_]ground_truth``), with the torch kNN
+      backend (the engine's ``dbscan_clustering(..., backend="torch")``: the ranking of
+      :func:`_knn`);
+    * it saw every row, in order (no unreadable image was left out of it);
+    * it saw ``feats`` themselves, not camera-debiased features (``cluster.camera_debias``);
+    * its features are ``feats`` up to re-normalisation (within ``_RENORMALISED_ATOL``: the
+      extracted features were unit vectors) and its list has ``k1 >= k + 1`` columns.
+
+    Returns None otherwise: the cross agreement then searches ``feats`` (with :func:`_knn`).
+    """
+    if clustering is None or not clustered_all_rows or camera_debias:
+        return None
+    ranked, features = clustering.ranked, clustering.features
+    if ranked.dim() != 2 or ranked.shape[0] != feats.shape[0] or ranked.shape[1] < k + 1:
+        return None
+    if features.shape != feats.shape or features.device != feats.device:
+        return None
+    step = base.ROW_BLOCK  # blocks of rows: the comparison's temporaries stay small on a GPU
+    for start in range(0, feats.shape[0], step):
+        a, b = features[start : start + step], feats[start : start + step]
+        if not torch.allclose(a, b, rtol=0.0, atol=_RENORMALISED_ATOL):
+            return None
+    return clustering
