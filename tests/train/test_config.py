@@ -242,3 +242,61 @@ def test_mixed_precision_defaults_to_the_launcher() -> None:
     """null: Accelerate's own setting (accelerate launch --mixed_precision) applies."""
     assert TrainConfig().runtime.mixed_precision is None
     assert load_config(TINY, ["runtime.mixed_precision=bf16"]).runtime.mixed_precision == "bf16"
+
+
+# --- configs that extend another (base: other.yaml) -----------------------------------------
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_base_config_is_read_first_and_overridden(tmp_path: Path) -> None:
+    _write_text(
+        tmp_path / "root.yaml",
+        "data:\n  height: 64\n  width: 32\n  synthetic_options:\n    num_train_ids: 7\n"
+        "    noise_std: 2.0\noptim:\n  milestones: [5, 8]\n  lr: 0.1\n",
+    )
+    (tmp_path / "sub").mkdir()
+    _write_text(tmp_path / "sub" / "mid.yaml", "base: ../root.yaml\noptim:\n  lr: 0.2\n")
+    leaf = _write_text(
+        tmp_path / "leaf.yaml",
+        "base: sub/mid.yaml\ndata:\n  width: 48\n  synthetic_options:\n    noise_std: 1.0\n"
+        "optim:\n  milestones: [3]\n",
+    )
+    cfg = load_config(leaf)
+    assert (cfg.data.height, cfg.data.width) == (64, 48)
+    assert cfg.data.synthetic_options == {"num_train_ids": 7, "noise_std": 1.0}  # merged
+    assert cfg.optim.milestones == [3] and cfg.optim.lr == 0.2  # lists replace; chain of bases
+    saved = save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert "base" not in yaml.safe_load(saved.read_text())  # the run keeps the resolved config
+    assert load_config(saved) == cfg
+
+
+def test_base_config_errors_name_the_file(tmp_path: Path) -> None:
+    _write_text(tmp_path / "a.yaml", "base: b.yaml\n")
+    _write_text(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(ConfigError, match="config bases form a cycle"):
+        load_config(tmp_path / "a.yaml")
+    _write_text(tmp_path / "c.yaml", "base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="has base: .*missing.yaml', which does not exist"):
+        load_config(tmp_path / "c.yaml")
+    _write_text(tmp_path / "bad.yaml", "optim:\n  lrr: 0.1\n")
+    _write_text(tmp_path / "d.yaml", "base: bad.yaml\n")
+    with pytest.raises(ConfigError, match=r"optim.lrr.*bad.yaml"):
+        load_config(tmp_path / "d.yaml")
+    _write_text(tmp_path / "e.yaml", "base: [x]\n")
+    with pytest.raises(ConfigError, match="base must be the path of another YAML config"):
+        load_config(tmp_path / "e.yaml")
+
+
+def test_dataset_variants_extend_the_market_configs() -> None:
+    """The MSMT17 / VeRi-776 recipes are a few lines over the Market-1501 ones."""
+    for variant in sorted((ROOT / "configs").glob("*_msmt17.yaml")) + [
+        ROOT / "configs" / "pplr_veri776.yaml"
+    ]:
+        raw = yaml.safe_load(variant.read_text())
+        assert raw["base"].endswith("_market1501.yaml"), variant.name
+        assert len(variant.read_text().splitlines()) <= 20, variant.name
+        assert load_config(variant).data.dataset in ("msmt17", "veri776")

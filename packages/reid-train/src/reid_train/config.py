@@ -841,7 +841,12 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
 
     Args:
         path: a YAML file whose top-level keys are sections (data, model, cluster, method,
-            optim, runtime); missing keys take the defaults of the dataclasses.
+            optim, runtime); missing keys take the defaults of the dataclasses. A top-level
+            ``base: other.yaml`` (relative to the file; a chain of bases is allowed) is read
+            first and the file's keys override it (sections merge key by key, option
+            mappings such as ``data.synthetic_options`` too; lists are replaced): a dataset
+            variant of a recipe is a few lines. The saved ``config.yaml`` of a run is always
+            the resolved configuration, with no ``base``.
         overrides: items like ``optim.lr=1e-4``, ``method.use_aals=false``,
             ``model.pretrained=null``, ``optim.milestones=[20,40]``.
 
@@ -861,19 +866,58 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
             f"--config '{path}' is a folder; give a YAML file in it{hint}, e.g. "
             f"--config {path / (examples[0] if examples else 'pplr_market1501.yaml')}"
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"config file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse the YAML of '{path}': {e}") from None
+    data = _read_with_bases(path, ())
     source = f"'{path}'"
-    data = _check_keys(data, source)  # the file's own mistakes are named as the file's
     overrides = list(overrides)
     if overrides:
         apply_overrides(data, overrides)
         source += " with overrides"
     return config_from_dict(data, source)
+
+
+#: The top-level key naming the config a file extends.
+BASE_KEY = "base"
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The sections of the YAML file ``path``, merged over those of its ``base`` (recursively);
+    every file's keys are checked and named as that file's."""
+    if not path.is_file():
+        if chain:
+            raise ConfigError(f"'{chain[-1]}' has base: '{path}', which does not exist")
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"config bases form a cycle: {cycle}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse the YAML of '{path}': {e}") from None
+    base = None
+    if isinstance(data, Mapping) and BASE_KEY in data:
+        data = dict(data)
+        base = data.pop(BASE_KEY)
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(
+                f"'{path}': {BASE_KEY} must be the path of another YAML config (relative to "
+                f"this file), got {base!r}"
+            )
+    own = _check_keys(data, f"'{path}'")  # the file's own mistakes are named as the file's
+    if base is None:
+        return own
+    return _merged(_read_with_bases(path.parent / base, (*chain, path.resolve())), own)
+
+
+def _merged(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: mappings merge key by key (recursively), anything else (values,
+    lists, null) replaces."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
 
 
 class _Dumper(yaml.SafeDumper):
