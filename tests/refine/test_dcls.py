@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from reid_refine import DCLSLoss, dcls_loss, dcls_smoothing_factors, dcls_targets
+from reid_refine import DCLSLoss, DCLSOptions, dcls_loss, dcls_smoothing_factors, dcls_targets
 
 LN2 = math.log(2.0)
 A = math.exp(-2.0)  # β between orthogonal unit vectors: d = ‖x − y‖² = 2 -> e^-2 = 0.1353353
@@ -156,11 +156,7 @@ def test_dcls_targets_are_distributions_on_random_data() -> None:
         for local_mode in ("dcls", "initial", "constant", "none"):
             for global_mode in ("dcls", "constant", "none"):
                 for guidance in ("cross", "non_cross"):
-                    lt, gt = dcls_targets(
-                        g,
-                        loc,
-                        logits,
-                        y,
+                    options = DCLSOptions(
                         0.7,
                         0.5,
                         metric,
@@ -168,6 +164,7 @@ def test_dcls_targets_are_distributions_on_random_data() -> None:
                         global_smoothing=global_mode,
                         guidance=guidance,
                     )
+                    lt, gt = dcls_targets(g, loc, logits, y, options)
                     assert lt.shape == (n, 3, k) and gt.shape == (n, k)
                     assert (lt >= 0).all() and (gt >= 0).all()
                     torch.testing.assert_close(lt.sum(-1), torch.ones(n, 3))
@@ -254,6 +251,8 @@ def test_dcls_rejects_bad_input() -> None:
             dcls_targets(g, loc, logits, y, **kwargs)
         with pytest.raises(ValueError, match=name):
             DCLSLoss(**kwargs)
+        with pytest.raises(ValueError, match=rf"{name} must lie in \[0, 1\]"):
+            DCLSOptions(**kwargs)
     with pytest.raises(ValueError, match="metric must be one of"):
         dcls_targets(g, loc, logits, y, metric="manhattan")
     with pytest.raises(ValueError, match="metric must be one of"):
@@ -289,3 +288,29 @@ def test_dcls_rejects_bad_input() -> None:
         g, torch.randn(2, 4, 4), torch.randn(2, 4, 5), y, local_smoothing="initial"
     )
     assert lt.shape == (2, 4, 5)
+
+
+def test_dcls_options_are_one_object_for_every_entry_point() -> None:
+    """DCLSOptions holds the seven settings; keyword changes apply on top of it, unknown ones
+    are refused by name, and the three entry points agree."""
+    gen = torch.Generator().manual_seed(3)
+    g, loc = torch.randn(4, 6, generator=gen), torch.randn(4, 3, 6, generator=gen)
+    gl, ll = torch.randn(4, 5, generator=gen), torch.randn(4, 3, 5, generator=gen)
+    y = torch.tensor([0, 1, 4, 1])
+    assert DCLSOptions() == DCLSOptions(0.7, 0.5, "euclidean", "dcls", "dcls", "cross", 0.1)
+    opts = DCLSOptions(w_l=0.3, metric="cosine", local_smoothing="initial")
+    a = dcls_targets(g, loc, ll, y, opts)
+    b = dcls_targets(g, loc, ll, y, w_l=0.3, metric="cosine", local_smoothing="initial")
+    c = dcls_targets(
+        g, loc, ll, y, DCLSOptions(metric="cosine"), w_l=0.3, local_smoothing="initial"
+    )
+    for x, z in ((a, b), (a, c)):
+        assert torch.equal(x[0], z[0]) and torch.equal(x[1], z[1])
+    out = dcls_loss(gl, ll, g, loc, y, opts)
+    assert torch.equal(out.local_targets, a[0]) and torch.equal(out.global_targets, a[1])
+    assert torch.equal(DCLSLoss(opts)(gl, ll, g, loc, y).total, out.total)
+    assert DCLSLoss(opts).options is opts
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['wl'\]"):
+        dcls_targets(g, loc, ll, y, wl=0.3)
+    with pytest.raises(TypeError, match="options must be a DCLSOptions"):
+        dcls_loss(gl, ll, g, loc, y, {"w_l": 0.3})

@@ -14,6 +14,7 @@ nn.Module wrappers: :class:`AALSLoss`, :class:`PGLRLoss`, :class:`LabelSmoothing
 from reid_refine.dcls import (
     DCLSLoss,
     DCLSLossOutput,
+    DCLSOptions,
     dcls_loss,
     dcls_smoothing_factors,
     dcls_targets,
@@ -42,6 +43,7 @@ __all__ = [
     "AALSLoss",
     "DCLSLoss",
     "DCLSLossOutput",
+    "DCLSOptions",
     "KNNFunction",
     "LabelSmoothingLoss",
     "PGLRLoss",

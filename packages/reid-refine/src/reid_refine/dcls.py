@@ -6,8 +6,8 @@ Local regions are indexed 0..N_l-1 from top to bottom (the paper's 1, 2, 3). Sha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from reid_refine.smoothing import (
 
 __all__ = [
     "DCLSLoss",
+    "DCLSOptions",
     "DCLSLossOutput",
     "dcls_loss",
     "dcls_smoothing_factors",
@@ -48,6 +49,63 @@ def _choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class DCLSOptions:
+    """The settings of DCLS's refined labels (Eq. 4-8) and their ablations, checked once.
+
+    One object instead of the same seven keyword arguments on :func:`dcls_targets`,
+    :func:`dcls_loss` and :class:`DCLSLoss`; the defaults are the paper's.
+
+    Attributes:
+        w_l: W_l ∈ [0, 1] of Eq. 7 (paper 0.7); 0 keeps the middle label at y'_1.
+        w_g: W_g ∈ [0, 1] of Eq. 8 (paper 0.5); 0 gives the one-hot global label.
+        metric: ``"euclidean"`` (squared, Eq. 4) or ``"cosine"`` (Table 6).
+        local_smoothing: ``"dcls"`` (Eq. 6 + 7, LS''_l), ``"initial"`` (Eq. 6 only, LS'_l, any
+            N_l), ``"constant"`` (CLS_l: ``(1 − ε)·y + ε/K``) or ``"none"`` (one-hot).
+        global_smoothing: ``"dcls"`` (Eq. 8, LS_g), ``"constant"`` (CLS_g) or ``"none"``.
+        guidance: ``"cross"`` (Eq. 7) or ``"non_cross"`` (Table 4 ablation; our reading, N_l = 3
+            only: each outer region is guided by the opposite, non-overlapping outer region with
+            the outer rule and β_{0,2}; the middle region, which overlaps both, keeps y'_1).
+        epsilon: ε of the constant smoothing modes, in [0, 1] (paper 0.1).
+
+    Raises:
+        ValueError: a value out of range or an unknown mode, naming the field.
+    """
+
+    w_l: float = 0.7
+    w_g: float = 0.5
+    metric: Metric = "euclidean"
+    local_smoothing: LocalMode = "dcls"
+    global_smoothing: GlobalMode = "dcls"
+    guidance: Guidance = "cross"
+    epsilon: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("w_l", "w_g", "epsilon"):
+            object.__setattr__(self, name, check_unit_interval(getattr(self, name), name))
+        _choice(self.metric, "metric", _METRICS)
+        _choice(self.local_smoothing, "local_smoothing", _LOCAL_MODES)
+        _choice(self.global_smoothing, "global_smoothing", _GLOBAL_MODES)
+        _choice(self.guidance, "guidance", _GUIDANCE)
+
+
+_OPTION_NAMES = tuple(f.name for f in fields(DCLSOptions))
+
+
+def _options(options: DCLSOptions | None, changes: dict[str, Any], caller: str) -> DCLSOptions:
+    """``options`` (default: the paper's) with ``changes`` (keyword arguments naming fields)."""
+    unknown = sorted(set(changes) - set(_OPTION_NAMES))
+    if unknown:
+        raise TypeError(
+            f"{caller} got unknown option(s) {unknown}; the DCLSOptions fields are "
+            f"{', '.join(_OPTION_NAMES)}"
+        )
+    if options is not None and not isinstance(options, DCLSOptions):
+        raise TypeError(f"{caller}: options must be a DCLSOptions, got {type(options).__name__}")
+    base = options if options is not None else DCLSOptions()
+    return replace(base, **changes) if changes else base
 
 
 @torch.no_grad()
@@ -131,14 +189,8 @@ def dcls_targets(
     local_feats: torch.Tensor,
     local_logits: torch.Tensor,
     targets: torch.Tensor,
-    w_l: float = 0.7,
-    w_g: float = 0.5,
-    metric: Metric = "euclidean",
-    *,
-    local_smoothing: LocalMode = "dcls",
-    global_smoothing: GlobalMode = "dcls",
-    guidance: Guidance = "cross",
-    epsilon: float = 0.1,
+    options: DCLSOptions | None = None,
+    **changes: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DCLS refined labels (Eq. 4-8), detached: ``(local_targets [N, N_l, K], global [N, K])``.
 
@@ -159,27 +211,16 @@ def dcls_targets(
         local_feats: ``[N, N_l, D]`` float.
         local_logits: ``[N, N_l, K]`` float (only their detached softmax enters Eq. 8).
         targets: ``[N]`` integer pseudo-labels in ``[0, K)``.
-        w_l: W_l ∈ [0, 1] (paper 0.7); 0 keeps the middle label at y'_1.
-        w_g: W_g ∈ [0, 1] (paper 0.5); 0 gives the one-hot global label.
-        metric: ``"euclidean"`` (squared, Eq. 4) or ``"cosine"`` (Table 6).
-        local_smoothing: ``"dcls"`` (Eq. 6 + 7, LS''_l), ``"initial"`` (Eq. 6 only, LS'_l, any
-            N_l), ``"constant"`` (CLS_l: ``(1 − ε)·y + ε/K``) or ``"none"`` (one-hot).
-        global_smoothing: ``"dcls"`` (Eq. 8, LS_g), ``"constant"`` (CLS_g) or ``"none"``.
-        guidance: ``"cross"`` (Eq. 7) or ``"non_cross"`` (Table 4 ablation; our reading, N_l = 3
-            only: each outer region is guided by the opposite, non-overlapping outer region with
-            the outer rule and β_{0,2}; the middle region, which overlaps both, keeps y'_1).
-        epsilon: ε of the constant smoothing modes, in [0, 1] (paper 0.1).
+        options: the settings (:class:`DCLSOptions`; default: the paper's).
+        **changes: fields of :class:`DCLSOptions` to change, e.g. ``local_smoothing="initial"``.
 
     Returns:
         ``(local_targets, global_targets)``; every row a probability distribution; no grad.
     """
-    _choice(local_smoothing, "local_smoothing", _LOCAL_MODES)
-    _choice(global_smoothing, "global_smoothing", _GLOBAL_MODES)
-    _choice(guidance, "guidance", _GUIDANCE)
-    wl = check_unit_interval(w_l, "w_l")
-    wg = check_unit_interval(w_g, "w_g")
-    eps = check_unit_interval(epsilon, "epsilon")
-    beta_lg, beta_ll = dcls_smoothing_factors(global_feats, local_feats, metric)
+    opts = _options(options, changes, "dcls_targets")
+    wl, wg, eps = opts.w_l, opts.w_g, opts.epsilon
+    local_smoothing, global_smoothing = opts.local_smoothing, opts.global_smoothing
+    beta_lg, beta_ll = dcls_smoothing_factors(global_feats, local_feats, opts.metric)
     local_logits = check_float_tensor(local_logits, "local_logits", 3)
     n, n_l, _ = local_feats.shape
     if local_logits.shape[:2] != (n, n_l):
@@ -204,7 +245,7 @@ def dcls_targets(
     else:
         local_t = (1 - beta_lg[:, :, None]) * y[:, None, :] + beta_lg[:, :, None] / k  # Eq. 6
         if local_smoothing == "dcls":
-            local_t = _eq7_further_smoothing(local_t, beta_ll, wl, guidance)
+            local_t = _eq7_further_smoothing(local_t, beta_ll, wl, opts.guidance)
 
     if global_smoothing == "none":
         global_t = y
@@ -235,14 +276,8 @@ def dcls_loss(
     global_feats: torch.Tensor,
     local_feats: torch.Tensor,
     targets: torch.Tensor,
-    w_l: float = 0.7,
-    w_g: float = 0.5,
-    metric: Metric = "euclidean",
-    *,
-    local_smoothing: LocalMode = "dcls",
-    global_smoothing: GlobalMode = "dcls",
-    guidance: Guidance = "cross",
-    epsilon: float = 0.1,
+    options: DCLSOptions | None = None,
+    **changes: Any,
 ) -> DCLSLossOutput:
     """DCLS classification losses, Eq. 9-11 (the triplet loss on global features is separate).
 
@@ -255,6 +290,8 @@ def dcls_loss(
         global_logits: ``[N, K]`` float.
         local_logits: ``[N, N_l, K]`` float.
         global_feats: ``[N, D]``; local_feats: ``[N, N_l, D]``; targets: ``[N]`` in ``[0, K)``.
+        options: the settings (:class:`DCLSOptions`; default: the paper's).
+        **changes: fields of :class:`DCLSOptions` to change.
 
     Returns:
         :class:`DCLSLossOutput` (use ``.total`` for backward).
@@ -264,19 +301,8 @@ def dcls_loss(
     """
     global_logits = check_float_tensor(global_logits, "global_logits", 2)
     check_nonempty_batch(global_logits, "global_logits", "dcls_loss")
-    local_t, global_t = dcls_targets(
-        global_feats,
-        local_feats,
-        local_logits,
-        targets,
-        w_l,
-        w_g,
-        metric,
-        local_smoothing=local_smoothing,
-        global_smoothing=global_smoothing,
-        guidance=guidance,
-        epsilon=epsilon,
-    )
+    opts = _options(options, changes, "dcls_loss")
+    local_t, global_t = dcls_targets(global_feats, local_feats, local_logits, targets, opts)
     if global_logits.shape != global_t.shape:
         raise ValueError(
             f"global_logits must have shape [N, K] = {list(global_t.shape)}, "
@@ -288,30 +314,16 @@ def dcls_loss(
 
 
 class DCLSLoss(nn.Module):
-    """Module form of :func:`dcls_loss` holding W_l, W_g, the metric and the ablation options.
+    """Module form of :func:`dcls_loss` holding its :class:`DCLSOptions` (``self.options``).
 
-    Raises ValueError on an empty batch (N = 0), like :func:`dcls_loss`.
+    ``DCLSLoss()`` uses the paper's settings; ``DCLSLoss(options)`` or
+    ``DCLSLoss(local_smoothing="initial")`` others. Raises ValueError on an empty batch (N = 0),
+    like :func:`dcls_loss`.
     """
 
-    def __init__(
-        self,
-        w_l: float = 0.7,
-        w_g: float = 0.5,
-        metric: Metric = "euclidean",
-        *,
-        local_smoothing: LocalMode = "dcls",
-        global_smoothing: GlobalMode = "dcls",
-        guidance: Guidance = "cross",
-        epsilon: float = 0.1,
-    ) -> None:
+    def __init__(self, options: DCLSOptions | None = None, **changes: Any) -> None:
         super().__init__()
-        self.w_l = check_unit_interval(w_l, "w_l")
-        self.w_g = check_unit_interval(w_g, "w_g")
-        self.metric = _choice(metric, "metric", _METRICS)
-        self.local_smoothing = _choice(local_smoothing, "local_smoothing", _LOCAL_MODES)
-        self.global_smoothing = _choice(global_smoothing, "global_smoothing", _GLOBAL_MODES)
-        self.guidance = _choice(guidance, "guidance", _GUIDANCE)
-        self.epsilon = check_unit_interval(epsilon, "epsilon")
+        self.options = _options(options, changes, "DCLSLoss")
 
     def forward(
         self,
@@ -322,23 +334,5 @@ class DCLSLoss(nn.Module):
         targets: torch.Tensor,
     ) -> DCLSLossOutput:
         return dcls_loss(
-            global_logits,
-            local_logits,
-            global_feats,
-            local_feats,
-            targets,
-            self.w_l,
-            self.w_g,
-            self.metric,  # type: ignore[arg-type]
-            local_smoothing=self.local_smoothing,  # type: ignore[arg-type]
-            global_smoothing=self.global_smoothing,  # type: ignore[arg-type]
-            guidance=self.guidance,  # type: ignore[arg-type]
-            epsilon=self.epsilon,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"w_l={self.w_l}, w_g={self.w_g}, metric={self.metric!r}, "
-            f"local_smoothing={self.local_smoothing!r}, global_smoothing="
-            f"{self.global_smoothing!r}, guidance={self.guidance!r}, epsilon={self.epsilon}"
+            global_logits, local_logits, global_feats, local_feats, targets, self.options
         )

@@ -35,6 +35,11 @@ from typing import Any, Literal
 
 import yaml
 
+from reid_refine.dcls import GlobalMode as DCLSGlobalMode
+from reid_refine.dcls import Guidance as DCLSGuidance
+from reid_refine.dcls import LocalMode as DCLSLocalMode
+from reid_refine.dcls import Metric as DCLSMetric
+
 from . import methods as _methods
 
 __all__ = [
@@ -260,13 +265,13 @@ class MethodConfig:
     # --- DCLS (names as in reid_refine.dcls_loss) ---
     w_l: float = 0.7
     w_g: float = 0.5
-    metric: Literal["euclidean", "cosine"] = "euclidean"
+    metric: DCLSMetric = "euclidean"
     #: dcls (Eq. 6+7, LS''_l) | initial (Eq. 6, LS'_l) | constant (CLS_l) | none (one-hot).
-    local_smoothing: Literal["dcls", "initial", "constant", "none"] = "dcls"
+    local_smoothing: DCLSLocalMode = "dcls"
     #: dcls (Eq. 8, LS_g) | constant (CLS_g) | none (one-hot).
-    global_smoothing: Literal["dcls", "constant", "none"] = "dcls"
+    global_smoothing: DCLSGlobalMode = "dcls"
     #: cross (Eq. 7) | non_cross (Table 4 ablation).
-    guidance: Literal["cross", "non_cross"] = "cross"
+    guidance: DCLSGuidance = "cross"
     #: ε of DCLS's constant smoothing modes.
     epsilon: float = 0.1
 
@@ -508,9 +513,7 @@ def _validate(cfg: TrainConfig) -> list[str]:
     unit(me.global_epsilon, "method.global_epsilon")
     unit(me.part_epsilon, "method.part_epsilon")
     unit(me.beta, "method.beta", low_open=True)
-    unit(me.w_l, "method.w_l")
-    unit(me.w_g, "method.w_g")
-    unit(me.epsilon, "method.epsilon")
+    # w_l, w_g, metric, the smoothing modes and epsilon: DCLS's recipe (reid_refine.DCLSOptions)
     need(me.agreement_k >= 1, f"method.agreement_k must be >= 1, got {me.agreement_k}")
     need(me.aals_epoch >= 0, f"method.aals_epoch must be >= 0, got {me.aals_epoch}")
     need(me.lambda_cam >= 0, f"method.lambda_cam must be >= 0, got {me.lambda_cam}")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from reid_refine import dcls_loss, dcls_smoothing_factors, label_smoothing_loss
+from reid_refine import DCLSOptions, dcls_loss, dcls_smoothing_factors, label_smoothing_loss
 
 from . import base, register
 from .base import EpochInputs, EpochState, Method
@@ -31,10 +31,18 @@ class DCLS(Method):
     arch = "dcls"
     loss_terms = ("local_ce", "global_ce")
 
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.dcls = dcls_options(config)
+
     @classmethod
     def validate(cls, config: TrainConfig) -> list[str]:
         me, n_l = config.method, config.model.num_regions
         problems = []
+        try:
+            dcls_options(config)
+        except ValueError as e:  # a field out of range: named as the config key
+            problems.append(f"method.{e}")
         if n_l == 0:
             if me.global_smoothing == "dcls":
                 problems.append(
@@ -78,11 +86,18 @@ class DCLS(Method):
             return {"global_ce": label_smoothing_loss(g_logits, targets, m.epsilon)}
         result = dcls_loss(
             g_logits, out.part_logits[:, :, :k].float(), out.global_bn_features.float(),
-            out.part_features.float(), targets, m.w_l, m.w_g, m.metric,
-            local_smoothing=m.local_smoothing, global_smoothing=m.global_smoothing,
-            guidance=m.guidance, epsilon=m.epsilon,
+            out.part_features.float(), targets, self.dcls,
         )  # fmt: skip
         return {"local_ce": result.local_loss, "global_ce": result.global_loss}
+
+
+def dcls_options(config: TrainConfig) -> DCLSOptions:
+    """``reid_refine.DCLSOptions`` from the config's ``method`` keys of the same names."""
+    m = config.method
+    return DCLSOptions(
+        w_l=m.w_l, w_g=m.w_g, metric=m.metric, local_smoothing=m.local_smoothing,
+        global_smoothing=m.global_smoothing, guidance=m.guidance, epsilon=m.epsilon,
+    )  # fmt: skip
 
 
 def _mean_beta(
