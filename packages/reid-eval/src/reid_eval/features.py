@@ -11,6 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from reid_backbones import IMAGENET_MEAN, IMAGENET_STD
+
 from .datasets.base import ImageRecord
 
 __all__ = [
@@ -23,8 +25,8 @@ __all__ = [
     "pixel_features",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# IMAGENET_MEAN / IMAGENET_STD: the normalisation of torchvision's ImageNet weights, owned by
+# reid-backbones and re-exported here.
 
 
 class ImageReadError(OSError):

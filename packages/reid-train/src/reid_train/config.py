@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 import yaml
 
+from reid_backbones import IMAGENET_MEAN, IMAGENET_STD
+from reid_eval.datasets import canonical_dataset_name, dataset_names
 from reid_refine.dcls import GlobalMode as DCLSGlobalMode
 from reid_refine.dcls import Guidance as DCLSGuidance
 from reid_refine.dcls import LocalMode as DCLSLocalMode
@@ -69,12 +71,6 @@ METHODS: tuple[str, ...] = tuple(_methods.names())
 ARCHITECTURES: tuple[str, ...] = ("baseline", "pplr", "dcls")
 #: The architecture each built-in method trains (``reid_train.methods.get(name).arch``).
 METHOD_ARCH: dict[str, str] = {name: _methods.get(name).arch for name in METHODS}
-
-_IMAGENET_MEAN = [0.485, 0.456, 0.406]
-_IMAGENET_STD = [0.229, 0.224, 0.225]
-# Dataset layouts of reid_eval.load_dataset, with the aliases it accepts.
-_DATASET_NAMES = ("market1501", "msmt17", "veri776", "folder", "synthetic")
-_DATASET_ALIASES = ("market", "msmt", "veri", "custom")
 
 
 class ConfigError(ValueError):
@@ -126,8 +122,8 @@ class DataConfig:
     #: Zero padding (pixels) before the random crop back to height × width; 0 disables both.
     pad: int = 10
     erasing_prob: float = 0.5
-    mean: list[float] = field(default_factory=lambda: list(_IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(_IMAGENET_STD))
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
     @property
     def num_identities(self) -> int:
@@ -419,10 +415,9 @@ def _validate(cfg: TrainConfig) -> list[str]:
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                 need(False, f"{name}.{key} must hold finite numbers, got {value}")
     # data
-    key = d.dataset.lower().replace("-", "").replace("_", "")
     need(
-        key in _DATASET_NAMES or key in _DATASET_ALIASES,
-        f"data.dataset {d.dataset!r} is unknown; choose one of {', '.join(_DATASET_NAMES)}",
+        canonical_dataset_name(d.dataset) is not None,
+        f"data.dataset {d.dataset!r} is unknown; choose one of {', '.join(dataset_names())}",
     )
     need(d.height >= 1 and d.width >= 1, f"data.height/width must be >= 1: {d.height}x{d.width}")
     need(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0, got {d.synthetic_seed}")

@@ -41,6 +41,7 @@ __all__ = [
     "SyntheticConfig",
     "SyntheticReID",
     "VeRi776",
+    "canonical_dataset_name",
     "dataset_names",
     "load_dataset",
     "make_synthetic_dataset",
@@ -73,6 +74,13 @@ class DatasetWithdrawnError(DatasetError):
 def _normalise(name: str) -> str:
     key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
     return _ALIASES.get(key, key)
+
+
+def canonical_dataset_name(name: str) -> str | None:
+    """The :func:`load_dataset` layout ``name`` stands for (case, ``-``, ``_`` and the aliases
+    ``market``, ``msmt``, ``veri``, ``custom`` accepted), or None for an unknown name."""
+    key = _normalise(name)
+    return key if key in DATASETS else None
 
 
 def dataset_names() -> list[str]:
