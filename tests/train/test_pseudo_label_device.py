@@ -24,10 +24,10 @@ import reid_train.engine as engine_module
 import reid_train.methods.base as base_module
 import reid_train.methods.dcls as dcls_module
 import reid_train.methods.pplr as pplr_module
-from reid_clustering import dbscan_clustering, dbscan_pseudo_labels, knn_search
+from reid_clustering import camera_debiased, dbscan_clustering, dbscan_pseudo_labels, knn_search
 from reid_refine import cross_agreement, dcls_smoothing_factors
 from reid_train.config import load_config
-from reid_train.engine import Trainer, _sparse_path, camera_debiased
+from reid_train.engine import Trainer, _sparse_path
 from reid_train.methods.pplr import _reusable_ranking
 
 ROOT = Path(__file__).resolve().parents[2]

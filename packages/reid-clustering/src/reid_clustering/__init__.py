@@ -8,8 +8,11 @@
 * :func:`dbscan_pseudo_labels` and :func:`cluster_statistics`: DBSCAN pseudo labels and their
   summary; :func:`dbscan_clustering`: the labels with the kNN ranking behind them (for reuse);
   :func:`pseudo_label_quality`: NMI, ARI, pairwise precision/recall/F1.
+* :func:`camera_debiased` (each feature minus its camera's mean, before clustering) and
+  :func:`cluster_centroids` (the mean feature of each cluster, global or per part).
 """
 
+from .centroids import camera_debiased, cluster_centroids
 from .dbscan import (
     SPARSE_THRESHOLD,
     ClusterStats,
@@ -45,6 +48,8 @@ __all__ = [
     "NoClustersWarning",
     "RowSparse",
     "__version__",
+    "camera_debiased",
+    "cluster_centroids",
     "cluster_statistics",
     "compute_jaccard_distance",
     "dbscan_clustering",

@@ -22,12 +22,21 @@ An epoch (docs/design.md, "One training epoch"):
 6. checkpoints: ``best/`` and ``last/`` via ``reid_backbones.save_checkpoint`` (``reid-eval``
    reads them) and ``state/`` via ``Accelerator.save_state`` for ``--resume``, all written to a
    temporary folder and renamed.
+
+This module is the epoch loop; the other jobs of a run live beside it:
+
+* :mod:`reid_train.extraction`: sharded extraction, gathering and broadcasts (steps 1, 2, 5);
+* :mod:`reid_train.methods`: each method's preparation and batch losses (steps 2, 4);
+* ``reid_clustering``: the clustering, the camera debiasing (``camera_debiased``) and the
+  cluster centroids (``cluster_centroids``) (steps 2, 3);
+* :mod:`reid_train.run_files`: what the run writes into its folder and reads back on resume
+  (checkpoints, ``state/``, ``metrics.jsonl``, ``history.jsonl``; step 6), under the folder's
+  rules in :mod:`reid_train.run_dir`;
+* :mod:`reid_train.reporting`: console lines, warnings, TensorBoard and the end-of-run plots.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 import time
@@ -39,16 +48,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator
-from accelerate.utils import broadcast, broadcast_object_list, set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
-from reid_backbones import ReIDModel, build_model, save_checkpoint
+from reid_backbones import ReIDModel, build_model
 from reid_clustering import (
     SPARSE_THRESHOLD,
     DBSCANResult,
     NoClustersWarning,
+    camera_debiased,
+    cluster_centroids,
     cluster_statistics,
     dbscan_clustering,
     pseudo_label_quality,
@@ -64,36 +74,35 @@ from reid_eval import (
 from reid_eval.datasets import SyntheticConfig, synthetic_families, synthetic_mismatch
 from reid_eval.rerank import re_ranking_features
 
-from .config import ConfigError, TrainConfig, config_to_dict, save_config
-from .data import (
-    LEFT_OUT_OF_EVALUATION,
-    BadImagesError,
-    build_extract_loader,
-    build_train_loader,
-)
+from .config import ConfigError, TrainConfig
+from .data import LEFT_OUT_OF_EVALUATION, BadImagesError, build_train_loader
+from .extraction import broadcast_from_main, extract_features
 from .label_noise import NoisyLabels, noisy_labels
 from .losses import camera_proxies, soft_triplet_loss
 from .methods import EpochInputs, EpochState, Method
 from .methods import get as get_method
+from .reporting import Reporter
 from .run_dir import (
     BEST_DIR,
-    CONFIG_FILE,
     HISTORY_FILE,
-    LAST_DIR,
     METRICS_FILE,
     STATE_DIR,
-    TRAINER_STATE,
     RunDirError,
     RunLock,
     check_new_run,
-    clear_run,
     fault_point,
-    recover_state,
-    replace_dir,
-    truncate_logs,
+)
+from .run_files import (
+    Progress,
+    append_line,
+    claim_run_dir,
+    load_state,
+    save_model,
+    save_state,
 )
 from .sampler import TooFewIdentitiesError
 
+# camera_debiased lives in reid_clustering; re-exported here, where it used to be defined.
 __all__ = ["EpochSummary", "Trainer", "TrainingDivergedError", "camera_debiased", "train"]
 
 
@@ -150,6 +159,7 @@ class Trainer:
         self.acc = accelerator or Accelerator(
             mixed_precision=config.runtime.mixed_precision, cpu=not torch.cuda.is_available()
         )
+        self.report = Reporter(self.acc.is_main_process)  # console, warnings, TensorBoard
         self._lock: RunLock | None = None
         # Nothing is written before these checks pass (run_dir module docstring).
         self._on_main(lambda: None if resume else check_new_run(self.out, overwrite))
@@ -180,7 +190,7 @@ class Trainer:
         except BaseException:
             self.close()
             raise
-        self._tb = self._open_tensorboard()
+        self.report.open_tensorboard(config.runtime.tensorboard, self.out / "tensorboard")
         self._last_summary: EpochSummary | None = None
         self._noisy: NoisyLabels | None = None  # cluster.labels: noisy_ground_truth, once
         self._dense_refused = False  # warned once that cluster.sparse=false was overridden
@@ -204,50 +214,9 @@ class Trainer:
 
     def _claim_run_dir(self, overwrite: bool) -> None:
         """Main process: lock the run folder, then prepare it for a new or a resumed run."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._lock = RunLock(self.out).acquire()
-        if self._lock.note:
-            self._print(self._lock.note)
-        if self.resume:
-            state_dir, note = recover_state(self.out)
-            if note:
-                self._print(f"--resume: {note}")
-            saved = json.loads((state_dir / TRAINER_STATE).read_text())
-            self._check_resumed_config()
-            dropped = truncate_logs(self.out, int(saved["epoch"]), (METRICS_FILE, HISTORY_FILE))
-            if dropped:
-                self._print(
-                    f"--resume: dropped {dropped} log line(s) written after the saved state "
-                    f"(epoch {saved['epoch']}); those epochs run again"
-                )
-        else:
-            if overwrite and check_new_run(self.out, overwrite=True):
-                clear_run(self.out)
-                self._print(f"--overwrite: removed the previous run in '{self.out}'")
-        save_config(self.cfg, self.out / CONFIG_FILE)
-
-    def _check_resumed_config(self) -> None:
-        """Refuse a resume whose config changes the model or the method; name changed keys."""
-        path = self.out / CONFIG_FILE
-        if not path.is_file():
-            return  # a state without config.yaml (an older run): nothing to compare
-        try:
-            saved = _flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-        except yaml.YAMLError as e:
-            raise RunDirError(f"--resume: cannot read '{path}': {e}") from None
-        now = _flatten(config_to_dict(self.cfg))
-        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-        fixed = [k for k in changed if _fixes_the_model(k, self.cfg)]
-        if fixed:
-            listing = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in fixed)
-            raise RunDirError(
-                f"--resume: the run in '{self.out}' was trained with another model or method "
-                f"({listing}); resume with the saved settings (drop those overrides), or start "
-                "a new run in another --output-dir"
-            )
-        if changed:
-            listing = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            self._print(f"--resume: continuing with changed settings ({listing})")
+        self._lock = claim_run_dir(
+            self.out, self.cfg, resume=self.resume, overwrite=overwrite, say=self._print
+        )
 
     def _load_dataset(self) -> ReIDDataset:
         """The configured dataset; the built-in synthetic one is generated where it is missing."""
@@ -287,21 +256,6 @@ class Trainer:
             self._lock.release()
             self._lock = None
 
-    def _open_tensorboard(self) -> Any:
-        wanted = self.cfg.runtime.tensorboard
-        if wanted is False or not self.acc.is_main_process:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            if wanted:
-                raise ConfigError(
-                    "runtime.tensorboard=true but the tensorboard package is not installed: "
-                    'pip install "reid-train[tensorboard]" (or set runtime.tensorboard=false)'
-                ) from None
-            return None
-        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
-
     # ------------------------------------------------------------------ public
     @property
     def net(self) -> ReIDModel:
@@ -334,12 +288,7 @@ class Trainer:
             fault_point("logged", epoch)
             if _every(epoch, cfg.runtime.save_every) or last:
                 self._save(epoch)
-        if self._tb is not None:
-            self._tb.close()
-        if cfg.runtime.plots and self.acc.is_main_process and (self.out / HISTORY_FILE).exists():
-            from .plots import plot_run
-
-            plot_run(self.out)
+        self.report.finish(self.out, plots=cfg.runtime.plots)
         if self.trained_epochs == 0 and cfg.optim.epochs > self.start_epoch:
             self._warn(
                 "no epoch trained: every epoch was skipped (no clusters, or fewer clusters than "
@@ -530,8 +479,9 @@ class Trainer:
         return self._noisy
 
     def _cluster_features(self, feats: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """The features DBSCAN sees (``cluster.camera_debias``: see :func:`camera_debiased`), on
-        the features' device; ``feats`` itself (no copy) when every row is kept."""
+        """The features DBSCAN sees (``cluster.camera_debias``:
+        ``reid_clustering.camera_debiased``), on the features' device; ``feats`` itself (no
+        copy) when every row is kept."""
         kept = feats if keep.numel() == feats.shape[0] else feats[keep]
         if not self.cfg.cluster.camera_debias:
             return kept
@@ -633,24 +583,18 @@ class Trainer:
     def _load_centroids(
         self, feats: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor, k: int
     ) -> None:
-        """Cluster means of the features (on their device) into the classifiers' first K rows."""
-        device = feats.device
-        clustered = labels >= 0
-        idx, lab = clustered.nonzero().flatten().to(device), labels[clustered].to(device)
-        counts = torch.bincount(lab, minlength=k).clamp(min=1).unsqueeze(1)
-        g = torch.zeros(k, feats.shape[1], device=device).index_add_(0, lab, feats[idx]) / counts
-        p = None
-        if self.net.num_parts > 0:
-            assert parts is not None
-            flat = torch.zeros(k, parts.shape[1] * parts.shape[2], device=device)
-            flat.index_add_(0, lab, parts[idx].flatten(1))
-            p = (flat / counts).view(k, parts.shape[1], parts.shape[2])
+        """Cluster means of the features (on their device, :func:`reid_clustering.
+        cluster_centroids`) into the classifiers' first K rows."""
         if k > self.net.classifier.out_features:
             raise RuntimeError(
                 f"{k} clusters exceed the classifier capacity ({self.net.classifier.out_features}"
                 " rows); set model.max_clusters higher"
             )
-        self.net.load_centroids(g, p)
+        p = None
+        if self.net.num_parts > 0:
+            assert parts is not None
+            p = cluster_centroids(parts, labels, k)
+        self.net.load_centroids(cluster_centroids(feats, labels, k), p)
 
     def _camera_proxies(
         self, feats: torch.Tensor, parts: torch.Tensor | None, labels: torch.Tensor
@@ -683,70 +627,17 @@ class Trainer:
                 "runtime.mixed_precision=no"
             )
 
-    @torch.no_grad()
     def _extract(
         self, records: list[ImageRecord], parts: bool = False, **loader_options: Any
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """L2-normalised features of ``records`` (each process its shard, gathered on all).
-
-        Returns ``(global [N, D], parts [N, P, D] | None, valid [N] bool)`` float32 on the
-        training device (``self.acc.device``; the CPU in a CPU run), in the order of
-        ``records``; unreadable images have ``valid = False`` (treated as outliers). Nothing is
-        copied to the CPU; with one process the gathered tensors are returned as they are.
-        """
-        device = self.acc.device
-        rank, world = self.acc.process_index, self.acc.num_processes
-        per_rank = math.ceil(len(records) / world)
-        shard = list(range(rank, len(records), world))
-        shard += [shard[-1]] * (per_rank - len(shard)) if shard else [0] * per_rank
-        loader = build_extract_loader(
-            [records[i] for i in shard], self.cfg.data,
-            max_bad_images=self.cfg.runtime.max_bad_images, device=device,
-            **loader_options,
-        )  # fmt: skip
-        net, was_training = self.net, self.net.training
-        net.eval()
-        g_out, p_out, v_out = [], [], []
-        for batch in tqdm(
-            loader, desc="extract", disable=None if self.acc.is_main_process else True, leave=False
-        ):
-            images = batch["image"].to(device)
-            if self.cfg.runtime.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with self.acc.autocast():
-                g, p = net.extract(images, parts=parts)
-            g_out.append(g.float())
-            p_out.append(p.float() if p is not None else None)
-            v_out.append(batch["valid"].to(device))
-        net.train(was_training)
-        with_parts = parts and bool(p_out) and p_out[0] is not None
-        local_g, local_v = torch.cat(g_out), torch.cat(v_out)
-        local_p = torch.cat(p_out) if with_parts else None
-        del g_out, p_out, v_out  # the batches: one copy of the shard is enough
-        index = torch.tensor(shard, device=device)
-        gathered_idx = self.acc.gather(index).cpu()
-        order = torch.empty(len(records), dtype=torch.int64)
-        order[gathered_idx] = torch.arange(gathered_idx.numel())  # duplicates: last one wins
-        # One process (or shards that gather in order): the gathered rows are in order already.
-        in_order = gathered_idx.numel() == len(records) and torch.equal(
-            order, torch.arange(len(records))
-        )
-        order = order.to(device)
-
-        def ordered(local: torch.Tensor) -> torch.Tensor:
-            gathered = self.acc.gather(local)
-            return gathered if in_order else gathered[order]
-
-        g_all = ordered(local_g)
-        v_all = ordered(local_v).bool()
-        p_all = ordered(local_p) if local_p is not None else None
-        return g_all, p_all, v_all
+        """``(global [N, D], parts [N, P, D] | None, valid [N])`` of ``records`` on the training
+        device, every process its shard, gathered on all
+        (:func:`reid_train.extraction.extract_features`)."""
+        return extract_features(self.acc, self.net, records, self.cfg, parts, **loader_options)
 
     def _broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """The main process's ``tensor`` on every process, on the device it was given on."""
-        if self.acc.num_processes == 1:
-            return tensor
-        return broadcast(tensor.to(self.acc.device), from_process=0).to(tensor.device)
+        return broadcast_from_main(self.acc, tensor)
 
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """mAP/CMC/mINP on query vs gallery (main process computes, every process extracts)."""
@@ -784,7 +675,7 @@ class Trainer:
                 record["rerank"] = _metrics(reranked)
             if record["mAP"] > self.best_map:
                 self.best_map, self.best_epoch = record["mAP"], epoch
-                self._save_model(BEST_DIR, epoch, record)
+                save_model(self.net, self.out, BEST_DIR, epoch, self.cfg, record)
             record["best_mAP"], record["best_epoch"] = self.best_map, self.best_epoch
             last = self._last_summary
             if last is not None and last.epoch == epoch:  # the labels this epoch trained on
@@ -793,111 +684,39 @@ class Trainer:
                     **({"agreement": last.agreement} if last.agreement else {}),
                     **({"beta": last.beta} if last.beta else {}),
                 }  # fmt: skip
-            if self._tb is not None:
-                for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
-                    if key in record:
-                        self._tb.add_scalar(f"eval/{key}", record[key], epoch)
-            with open(self.out / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            self._print(
-                f"epoch {epoch}: mAP {100 * record['mAP']:.1f}  Rank-1 {100 * record['rank1']:.1f}"
-                f"  (best mAP {100 * self.best_map:.1f} at epoch {self.best_epoch})"
-            )
+            append_line(self.out / METRICS_FILE, record)
+            self.report.evaluation(record)
         self.best_map = float(self._broadcast(torch.tensor([self.best_map])).item())
         self.best_epoch = int(self._broadcast(torch.tensor([self.best_epoch])).item())
         self.acc.wait_for_everyone()
         return record
 
-    # ------------------------------------------------------------------ state
-    def _save_model(self, name: str, epoch: int, metrics: dict[str, Any] | None = None) -> None:
-        extra = {"epoch": epoch, "metrics": metrics or {}, "train_config": config_to_dict(self.cfg)}
-        tmp = self.out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_checkpoint(self.net, tmp, extra=extra)
-        replace_dir(tmp, self.out / name)
-
+    # ------------------------------------------------------------------ run folder
     def _save(self, epoch: int) -> None:
         """``last/`` (model) and ``state/`` (everything for --resume), atomically."""
-        tmp = self.out / f".{STATE_DIR}.tmp"
-        if self.acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        if self.acc.is_main_process:
-            state = {
-                "epoch": epoch, "best_mAP": self.best_map, "best_epoch": self.best_epoch,
-                "trained_epochs": self.trained_epochs,
-            }  # fmt: skip
-            (tmp / TRAINER_STATE).write_text(json.dumps(state) + "\n")
-            fault_point("state_written", epoch)
-            replace_dir(
-                tmp, self.out / STATE_DIR, between=lambda: fault_point("state_moved", epoch)
-            )
-            self._save_model(LAST_DIR, epoch)
-        self.acc.wait_for_everyone()
+        progress = Progress(epoch, self.best_map, self.best_epoch, self.trained_epochs)
+        save_state(self.acc, self.net, self.out, self.cfg, progress)
 
     def _load_state(self) -> None:
-        state_dir = self.out / STATE_DIR  # put in place by _claim_run_dir on the main process
-        try:
-            self.acc.load_state(str(state_dir))
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise RunDirError(
-                f"--resume: the state in '{state_dir}' does not fit this model and optimizer "
-                f"({str(e).splitlines()[0]}); resume with the run's own config.yaml, or start a "
-                "new run in another --output-dir"
-            ) from e
-        state = json.loads((state_dir / TRAINER_STATE).read_text())
-        self.start_epoch = int(state["epoch"]) + 1
-        self.best_map, self.best_epoch = float(state["best_mAP"]), int(state["best_epoch"])
-        self.trained_epochs = int(state.get("trained_epochs", 0))
-        self._print(f"resumed from '{state_dir}' after epoch {state['epoch']}")
+        saved = load_state(self.acc, self.out)  # state/: put in place by _claim_run_dir
+        self.start_epoch = saved.epoch + 1
+        self.best_map, self.best_epoch = saved.best_map, saved.best_epoch
+        self.trained_epochs = saved.trained_epochs
+        self._print(f"resumed from '{self.out / STATE_DIR}' after epoch {saved.epoch}")
 
-    # ------------------------------------------------------------------ logging
     def _log_epoch(self, summary: EpochSummary) -> None:
+        """The epoch's line of ``history.jsonl``, its console line and TensorBoard scalars."""
         if not self.acc.is_main_process:
             return
-        with open(self.out / HISTORY_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(summary.__dict__) + "\n")
-        losses = "  ".join(f"{k} {v:.3f}" for k, v in summary.losses.items()) or "no training"
-        times = " / ".join(f"{k} {v:.1f}s" for k, v in summary.times.items())
-        q = summary.quality
-        quality = (
-            f" ({q['true_identities']} true)  NMI {q['nmi']:.3f} ARI {q['ari']:.3f} "
-            f"pairwise P {q['pairwise_precision']:.3f} R {q['pairwise_recall']:.3f}"
-            if q
-            else ""
-        )
-        refine = "".join(
-            f" | {name} " + " ".join(f"{v:.2f}" for v in values)
-            for name, values in (("agreement", summary.agreement), ("beta", summary.beta))
-            if values
-        )
-        self._print(
-            f"epoch {summary.epoch}: {summary.clusters} clusters, {summary.outliers} outliers"
-            f"{quality}{refine} | {losses} | lr {summary.lr:.2e} | {times}"
-        )
-        if self._tb is not None:
-            scalars: dict[str, float] = {
-                "pseudo_labels/clusters": summary.clusters,
-                "pseudo_labels/outliers": summary.outliers,
-                "lr": summary.lr,
-            }
-            scalars.update({f"pseudo_labels/{k}": v for k, v in q.items()})
-            scalars.update({f"loss/{k}": v for k, v in summary.losses.items()})
-            scalars.update({f"time/{k}": v for k, v in summary.times.items()})
-            scalars.update({f"agreement/part_{i}": v for i, v in enumerate(summary.agreement)})
-            scalars.update({f"beta/region_{i}": v for i, v in enumerate(summary.beta)})
-            for tag, value in scalars.items():
-                self._tb.add_scalar(tag, value, summary.epoch)
-            self._tb.flush()
+        append_line(self.out / HISTORY_FILE, summary.__dict__)
+        self.report.epoch(summary)
 
+    # ------------------------------------------------------------------ reporting
     def _print(self, text: str) -> None:
-        if self.acc.is_main_process:
-            tqdm.write(text)
+        self.report.say(text)
 
     def _warn(self, text: str) -> None:
-        if self.acc.is_main_process:
-            warnings.warn(text, RuntimeWarning, stacklevel=3)
+        self.report.warn(text, stacklevel=3)  # as warnings.warn(..., stacklevel=3) here
 
 
 def train(
@@ -941,29 +760,6 @@ def _is_synthetic(name: str) -> bool:
     return name.lower().replace("-", "").replace("_", "") == "synthetic"
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 1}}`` → ``{"optim.lr": 1}`` (lists and free-form values kept whole)."""
-    if not isinstance(data, dict) or prefix.endswith("dataset_options."):
-        return {prefix[:-1]: data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        flat.update(_flatten(value, f"{prefix}{key}."))
-    return flat
-
-
-# Keys whose change makes a saved state unusable: the model's shape and input, the method.
-_MODEL_KEYS = ("model.", "method.name", "data.height", "data.width", "data.mean", "data.std")
-
-
-def _fixes_the_model(key: str, cfg: TrainConfig) -> bool:
-    if key.startswith(_MODEL_KEYS):
-        return True
-    # The classifiers' capacity follows the training set size / min_samples when not fixed (a
-    # moved data_root is fine: a size change is caught when the state is loaded).
-    capacity = ("data.dataset", "data.dataset_options", "cluster.min_samples")
-    return cfg.model.max_clusters is None and key.startswith(capacity)
-
-
 def _every(epoch: int, n: int) -> bool:
     """Whether epoch (0-based) ends a period of ``n`` epochs; never for ``n == 0``."""
     return n > 0 and (epoch + 1) % n == 0
@@ -984,28 +780,6 @@ def _sparse_path(setting: bool | None, n: int, device: torch.device) -> bool | N
     if setting is False and n <= SPARSE_THRESHOLD:
         return False
     return True
-
-
-def camera_debiased(feats: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
-    """Each row minus the mean feature of its camera, L2-normalised (``cluster.camera_debias``).
-
-    Removes what all images of a camera share (background, colour cast) before clustering, so
-    that clusters stop following cameras. A camera with a single image keeps that image's
-    feature (its own mean would leave a zero vector), and so does a row equal to its camera's
-    mean (nothing would be left to cluster on). Computed on the features' device (``camids``
-    are moved there).
-    """
-    _, inverse = torch.unique(camids.to(feats.device), return_inverse=True)
-    sums = torch.zeros(
-        int(inverse.max()) + 1, feats.shape[1], dtype=feats.dtype, device=feats.device
-    )
-    sums.index_add_(0, inverse, feats)
-    counts = torch.bincount(inverse).unsqueeze(1)
-    means = torch.where(counts > 1, sums / counts, 0.0)
-    debiased = feats - means[inverse]
-    empty = debiased.norm(dim=1) <= 1e-6 * feats.norm(dim=1)
-    debiased[empty] = feats[empty]
-    return torch.nn.functional.normalize(debiased, dim=1)
 
 
 def _ground_truth_labels(pids: np.ndarray, mode: str = "ground_truth") -> np.ndarray:
