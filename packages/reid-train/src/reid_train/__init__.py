@@ -11,7 +11,16 @@ imported on first use, so that ``import reid_train`` does not load Accelerate. B
   :func:`build_train_loader` / :func:`build_extract_loader`;
 * :mod:`reid_train.sampler` — :class:`PKBatchSampler`, the distributed-aware P×K sampler;
 * :mod:`reid_train.losses` — :func:`soft_triplet_loss` (PPLR Eq. 3), :func:`camera_proxies` and
-  :func:`camera_proxy_loss` (PPLR Eq. 4).
+  :func:`camera_proxy_loss` (PPLR Eq. 4);
+* :mod:`reid_train.methods` — one module per training recipe (baseline, pplr + pplr_cam, dcls)
+  and their registry;
+* :mod:`reid_train.label_noise` — controlled label noise (``cluster.labels:
+  noisy_ground_truth``).
+
+Beside the epoch loop of :mod:`reid_train.engine`: :mod:`reid_train.extraction` (sharded feature
+extraction and gathering), :mod:`reid_train.run_files` and :mod:`reid_train.run_dir` (what a
+run writes into its folder, and the folder's rules), :mod:`reid_train.reporting` (console,
+TensorBoard, plots).
 """
 
 from typing import TYPE_CHECKING, Any
