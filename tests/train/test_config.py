@@ -300,3 +300,30 @@ def test_dataset_variants_extend_the_market_configs() -> None:
         assert raw["base"].endswith("_market1501.yaml"), variant.name
         assert len(variant.read_text().splitlines()) <= 20, variant.name
         assert load_config(variant).data.dataset in ("msmt17", "veri776")
+
+
+# --- the table of ranges --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("cluster.eps=1.0", "cluster.eps must be in (0, 1) (a Jaccard distance), got 1.0"),
+        ("optim.momentum=1", "optim.momentum must be in [0, 1), got 1.0"),
+        ("optim.grad_clip=0", "optim.grad_clip must be > 0, got 0.0"),
+        ("runtime.log_every=0", "runtime.log_every must be >= 1, got 0"),
+        ("method.beta=0", "method.beta must be in (0, 1], got 0.0"),
+        ("data.flip_prob=1.5", "data.flip_prob must be in [0, 1], got 1.5"),
+    ],
+)
+def test_range_table_messages(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(TINY, [override])
+    assert message in str(info.value)
+
+
+def test_range_table_names_real_keys_and_null_passes() -> None:
+    from reid_train.config import _RANGES
+
+    assert set(_RANGES) <= set(config_keys())
+    assert load_config(TINY, ["optim.grad_clip=null"]).optim.grad_clip is None

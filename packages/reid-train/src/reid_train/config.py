@@ -26,7 +26,6 @@ import difflib
 import math
 import os
 import tempfile
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from reid_refine.dcls import LocalMode as DCLSLocalMode
 from reid_refine.dcls import Metric as DCLSMetric
 
 from . import methods as _methods
+from ._typed import Mismatch, accepts_str, coerce, describe, field_types, show
 
 __all__ = [
     "ARCHITECTURES",
@@ -380,6 +380,98 @@ _SECTIONS: dict[str, type] = {
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Range:
+    """The allowed interval of a number: ``low``/``high`` (None = unbounded), ends closed unless
+    ``*_open``; a null value passes (keys whose type allows null)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""  # appended to the message, e.g. "(a Jaccard distance)"
+
+    def holds(self, v: float) -> bool:
+        return (
+            (self.low is None or (v > self.low if self.low_open else v >= self.low))
+            and (self.high is None or (v < self.high if self.high_open else v <= self.high))
+        )  # fmt: skip
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (
+            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+            f"{')' if self.high_open else ']'}"
+        )
+
+
+_UNIT = _Range(0, 1)
+_POSITIVE = _Range(0, low_open=True)
+_AT_LEAST_0 = _Range(0)
+_AT_LEAST_1 = _Range(1)
+
+#: The range of every numeric key that has one, checked first; the rules that tie several keys
+#: together (batch composition, the method's architecture, ...) follow in :func:`_validate`.
+#: A method's own keys are checked by its recipe (DCLS: ``reid_refine.DCLSOptions``).
+_RANGES: dict[str, _Range] = {
+    "data.height": _AT_LEAST_1,
+    "data.width": _AT_LEAST_1,
+    "data.synthetic_seed": _AT_LEAST_0,
+    "data.num_instances": _AT_LEAST_1,
+    "data.workers": _AT_LEAST_0,
+    "data.test_batch_size": _AT_LEAST_1,
+    "data.pad": _AT_LEAST_0,
+    "data.flip_prob": _UNIT,
+    "data.erasing_prob": _UNIT,
+    "model.bn_groups": _AT_LEAST_1,
+    "model.num_parts": _AT_LEAST_1,
+    "model.num_regions": _AT_LEAST_0,
+    "cluster.eps": _Range(0, 1, low_open=True, high_open=True, why=" (a Jaccard distance)"),
+    "cluster.min_samples": _AT_LEAST_1,
+    "cluster.k1": _AT_LEAST_1,
+    "cluster.k2": _AT_LEAST_1,
+    "cluster.label_noise": _Range(
+        0, 1, high_open=True, why=" (the fraction of training images whose label is corrupted)"
+    ),
+    "cluster.label_noise_seed": _AT_LEAST_0,
+    "method.triplet_margin": _UNIT,
+    "method.triplet_weight": _AT_LEAST_0,
+    "method.global_epsilon": _UNIT,
+    "method.part_epsilon": _UNIT,
+    "method.beta": _Range(0, 1, low_open=True),
+    "method.agreement_k": _AT_LEAST_1,
+    "method.aals_epoch": _AT_LEAST_0,
+    "method.lambda_cam": _AT_LEAST_0,
+    "method.cam_temperature": _POSITIVE,
+    "method.num_hard_negatives": _AT_LEAST_1,
+    "optim.lr": _POSITIVE,
+    "optim.weight_decay": _AT_LEAST_0,
+    "optim.momentum": _Range(0, 1, high_open=True),
+    "optim.gamma": _Range(0, 1, low_open=True),
+    "optim.epochs": _AT_LEAST_1,
+    "optim.iters": _AT_LEAST_1,
+    "optim.warmup_epochs": _AT_LEAST_0,
+    "optim.warmup_factor": _Range(0, 1, low_open=True),
+    "optim.grad_clip": _POSITIVE,
+    "runtime.seed": _AT_LEAST_0,
+    "runtime.eval_every": _AT_LEAST_0,
+    "runtime.save_every": _AT_LEAST_0,
+    "runtime.log_every": _AT_LEAST_1,
+    "runtime.max_bad_images": _AT_LEAST_0,
+}
+
+
+def _range_problems(cfg: TrainConfig) -> list[str]:
+    problems = []
+    for key, allowed in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and not allowed.holds(value):
+            problems.append(f"{key} must be {allowed}{allowed.why}, got {value}")
+    return problems
+
+
 def _type_problems(cfg: TrainConfig) -> list[str]:
     problems = []
     for name, cls in _SECTIONS.items():
@@ -387,12 +479,12 @@ def _type_problems(cfg: TrainConfig) -> list[str]:
         if not isinstance(section, cls):
             problems.append(f"{name} must be a {cls.__name__}, got {type(section).__name__}")
             continue
-        for key, tp in _field_types(cls).items():
+        for key, tp in field_types(cls).items():
             value = getattr(section, key)
             try:
-                _coerce(value, tp)
-            except _Mismatch:
-                problems.append(f"{name}.{key} must be {_describe(tp)}, got {_show(value)}")
+                coerce(value, tp)
+            except Mismatch:
+                problems.append(f"{name}.{key} must be {describe(tp)}, got {show(value)}")
     return problems
 
 
@@ -403,24 +495,20 @@ def _validate(cfg: TrainConfig) -> list[str]:
         if not ok:
             p.append(message)
 
-    def unit(value: float, key: str, low_open: bool = False) -> None:
-        lo = "(0" if low_open else "[0"
-        ok = (0 < value <= 1) if low_open else (0 <= value <= 1)
-        need(ok and math.isfinite(value), f"{key} must be in {lo}, 1], got {value}")
-
     d, m, c, me, o, r = cfg.data, cfg.model, cfg.cluster, cfg.method, cfg.optim, cfg.runtime
     for name in _SECTIONS:  # every number is finite (inf / nan never mean "unlimited" here)
         for key, value in vars(getattr(cfg, name)).items():
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                 need(False, f"{name}.{key} must hold finite numbers, got {value}")
+    if p:  # the ranges below assume finite numbers
+        return p
+    p.extend(_range_problems(cfg))
     # data
     need(
         canonical_dataset_name(d.dataset) is not None,
         f"data.dataset {d.dataset!r} is unknown; choose one of {', '.join(dataset_names())}",
     )
-    need(d.height >= 1 and d.width >= 1, f"data.height/width must be >= 1: {d.height}x{d.width}")
-    need(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0, got {d.synthetic_seed}")
     if d.synthetic_options:
         from reid_eval.datasets import SyntheticConfig
 
@@ -428,7 +516,6 @@ def _validate(cfg: TrainConfig) -> list[str]:
             SyntheticConfig(**d.synthetic_options)
         except (TypeError, ValueError) as e:
             need(False, f"data.synthetic_options: {e}")
-    need(d.num_instances >= 1, f"data.num_instances must be >= 1, got {d.num_instances}")
     if d.num_instances >= 1:
         need(
             d.batch_size % d.num_instances == 0,
@@ -440,11 +527,6 @@ def _validate(cfg: TrainConfig) -> list[str]:
             f"data.batch_size / data.num_instances = {d.batch_size // d.num_instances} pseudo "
             "identities per batch; the triplet loss needs at least 2 (raise data.batch_size)",
         )
-    need(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
-    need(d.test_batch_size >= 1, f"data.test_batch_size must be >= 1, got {d.test_batch_size}")
-    need(d.pad >= 0, f"data.pad must be >= 0, got {d.pad}")
-    unit(d.flip_prob, "data.flip_prob")
-    unit(d.erasing_prob, "data.erasing_prob")
     need(
         len(d.mean) == 3 and len(d.std) == 3,
         f"data.mean and data.std need 3 values (RGB), got {d.mean} and {d.std}",
@@ -452,15 +534,12 @@ def _validate(cfg: TrainConfig) -> list[str]:
     need(all(s > 0 for s in d.std), f"data.std must be positive, got {d.std}")
     # model
     need(m.last_stride in (1, 2), f"model.last_stride must be 1 or 2, got {m.last_stride}")
-    need(m.bn_groups >= 1, f"model.bn_groups must be >= 1, got {m.bn_groups}")
     if m.bn_groups >= 1:
         need(
             d.batch_size % m.bn_groups == 0 and d.batch_size // m.bn_groups >= 2,
             f"data.batch_size {d.batch_size} must split into model.bn_groups {m.bn_groups} "
             "groups of at least 2 images",
         )
-    need(m.num_parts >= 1, f"model.num_parts must be >= 1, got {m.num_parts}")
-    need(m.num_regions >= 0, f"model.num_regions must be >= 0, got {m.num_regions}")
     from reid_backbones import ATTENTIONS, check_input_size  # the registry: custom blocks too
 
     need(
@@ -473,23 +552,11 @@ def _validate(cfg: TrainConfig) -> list[str]:
         except ValueError as e:
             need(False, f"data.height/width: {e} (model.num_parts / model.num_regions)")
     # cluster
-    need(0 < c.eps < 1, f"cluster.eps must be in (0, 1) (a Jaccard distance), got {c.eps}")
-    need(c.min_samples >= 1, f"cluster.min_samples must be >= 1, got {c.min_samples}")
-    need(c.k1 >= 1 and c.k2 >= 1, f"cluster.k1 and cluster.k2 must be >= 1, got {c.k1}, {c.k2}")
-    need(
-        0 <= c.label_noise < 1,
-        f"cluster.label_noise must be in [0, 1) (the fraction of training images whose label is "
-        f"corrupted), got {c.label_noise}",
-    )
     need(
         c.label_noise == 0 or c.labels == "noisy_ground_truth",
         f"cluster.label_noise={c.label_noise} corrupts only cluster.labels=noisy_ground_truth, "
         f"got cluster.labels={c.labels!r}; set cluster.labels=noisy_ground_truth (or drop "
         "cluster.label_noise)",
-    )
-    need(
-        c.label_noise_seed >= 0,
-        f"cluster.label_noise_seed must be >= 0, got {c.label_noise_seed}",
     )
     # method
     recipe = _methods.get(me.name) if me.name in _methods.names() else None
@@ -503,157 +570,18 @@ def _validate(cfg: TrainConfig) -> list[str]:
             m.arch == recipe.arch,
             f"method.name {me.name!r} trains model.arch {recipe.arch!r}, got model.arch {m.arch!r}",
         )
-    unit(me.triplet_margin, "method.triplet_margin")
-    need(me.triplet_weight >= 0, f"method.triplet_weight must be >= 0, got {me.triplet_weight}")
-    unit(me.global_epsilon, "method.global_epsilon")
-    unit(me.part_epsilon, "method.part_epsilon")
-    unit(me.beta, "method.beta", low_open=True)
     # w_l, w_g, metric, the smoothing modes and epsilon: DCLS's recipe (reid_refine.DCLSOptions)
-    need(me.agreement_k >= 1, f"method.agreement_k must be >= 1, got {me.agreement_k}")
-    need(me.aals_epoch >= 0, f"method.aals_epoch must be >= 0, got {me.aals_epoch}")
-    need(me.lambda_cam >= 0, f"method.lambda_cam must be >= 0, got {me.lambda_cam}")
-    need(me.cam_temperature > 0, f"method.cam_temperature must be > 0, got {me.cam_temperature}")
-    need(
-        me.num_hard_negatives >= 1,
-        f"method.num_hard_negatives must be >= 1, got {me.num_hard_negatives}",
-    )
     if recipe is not None:
         p.extend(recipe.validate(cfg))  # the recipe's own rules (reid_train.methods)
     # optim
-    need(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a finite number > 0, got {o.lr}")
-    need(
-        o.weight_decay >= 0 and math.isfinite(o.weight_decay),
-        f"optim.weight_decay must be a finite number >= 0, got {o.weight_decay}",
-    )
-    need(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
-    need(0 < o.gamma <= 1, f"optim.gamma must be in (0, 1], got {o.gamma}")
-    need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
-    need(o.iters >= 1, f"optim.iters must be >= 1, got {o.iters}")
     need(
         all(x >= 1 for x in o.milestones)
         and all(a < b for a, b in zip(o.milestones, o.milestones[1:], strict=False)),
         f"optim.milestones must be increasing positive epochs, got {o.milestones}",
     )
-    need(o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
-    need(0 < o.warmup_factor <= 1, f"optim.warmup_factor must be in (0, 1], got {o.warmup_factor}")
-    need(
-        o.grad_clip is None or o.grad_clip > 0,
-        f"optim.grad_clip must be > 0 or null, got {o.grad_clip}",
-    )
     # runtime
-    need(r.seed >= 0, f"runtime.seed must be >= 0, got {r.seed}")
-    need(r.eval_every >= 0, f"runtime.eval_every must be >= 0, got {r.eval_every}")
-    need(r.save_every >= 0, f"runtime.save_every must be >= 0, got {r.save_every}")
-    need(r.log_every >= 1, f"runtime.log_every must be >= 1, got {r.log_every}")
-    need(r.max_bad_images >= 0, f"runtime.max_bad_images must be >= 0, got {r.max_bad_images}")
     need(bool(r.output_dir), "runtime.output_dir must not be empty")
     return p
-
-
-# --------------------------------------------------------------------------------------------
-# Typed values
-# --------------------------------------------------------------------------------------------
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_describe(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "mapping"
-    if tp is Any:
-        return "any value"
-    return getattr(tp, "__name__", str(tp))
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    """``value`` as type ``tp`` (bool/int/float/str/None/Literal/list/dict), or raise _Mismatch."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, bool):
-            # YAML 1.1 reads no/off/false (yes/on/true) as booleans: map back to the choice.
-            words = ("yes", "on", "true") if value else ("no", "off", "false")
-            value = next((w for w in words if w in choices), value)
-        if isinstance(value, str) and value in choices:
-            return value
-        raise _Mismatch
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item) for v in value]
-    if origin is dict:
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise _Mismatch
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML reads "1e-4" (no dot) as a string: accept what float() accepts.
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    raise TypeError(f"unsupported config field type {tp!r}")  # a bug in the schema
-
-
-def _accepts_str(tp: Any) -> bool:
-    if tp is str:
-        return True
-    if typing.get_origin(tp) is Literal:
-        return all(isinstance(a, str) for a in typing.get_args(tp))
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return any(_accepts_str(a) for a in typing.get_args(tp))
-    return False
-
-
-def _show(value: Any) -> str:
-    return repr(value) if not isinstance(value, str) else f"'{value}'"
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,7 +640,7 @@ def _check_keys(data: Any, source: str) -> dict[str, Any]:
                 f"section '{name}' in {source} must be a mapping of keys, "
                 f"got {type(values).__name__}"
             )
-        types_ = _field_types(_SECTIONS[name])
+        types_ = field_types(_SECTIONS[name])
         for key in values:
             if key not in types_:
                 raise _unknown_key(f"{name}.{key}", source)
@@ -729,14 +657,14 @@ def config_from_dict(data: Mapping[str, Any] | None, source: str = "<dict>") -> 
     sections: dict[str, Any] = {}
     for name, values in _check_keys(data, source).items():
         cls = _SECTIONS[name]
-        types_ = _field_types(cls)
+        types_ = field_types(cls)
         kwargs = {}
         for key, value in values.items():
             try:
-                kwargs[key] = _coerce(value, types_[key])
-            except _Mismatch:
+                kwargs[key] = coerce(value, types_[key])
+            except Mismatch:
                 raise ConfigError(
-                    f"{name}.{key} in {source} must be {_describe(types_[key])}, got {_show(value)}"
+                    f"{name}.{key} in {source} must be {describe(types_[key])}, got {show(value)}"
                 ) from None
         sections[name] = cls(**kwargs)
     return TrainConfig(**sections).validate()
@@ -794,7 +722,7 @@ def apply_overrides(
         section = parts[0]
         if section not in _SECTIONS or len(parts) < 2:
             raise _unknown_key(key, source)
-        types_ = _field_types(_SECTIONS[section])
+        types_ = field_types(_SECTIONS[section])
         name = parts[1]
         if name not in types_:
             raise _unknown_key(key, source)
@@ -822,13 +750,13 @@ def apply_overrides(
             continue
         if len(parts) > 2:
             raise _unknown_key(key, source)
-        if _accepts_str(tp) and value is not None and not isinstance(value, str):
+        if accepts_str(tp) and value is not None and not isinstance(value, str):
             value = raw  # a string field: "no", "2024", "1.0" stay text
         try:
-            _coerce(value, tp)
-        except _Mismatch:
+            coerce(value, tp)
+        except Mismatch:
             raise ConfigError(
-                f"override {item!r}: {key} must be {_describe(tp)}, got {_show(value)}"
+                f"override {item!r}: {key} must be {describe(tp)}, got {show(value)}"
             ) from None
         sect[name] = value
     return data
