@@ -349,6 +349,12 @@ def main() -> int:
     print("\n".join(props))
     compute = sum(r["compute_s"] for r in runs)
     pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
+    partial = (
+        "\n\n**Partial sweep** (`--only-finished`): only the rows and seeds finished so far; "
+        "the sweep goes on and rewrites this section."
+        if args.only_finished
+        else ""
+    )
     body = f"""## Synthetic proxy: paired-seed ablation ({pair})
 
 Every row: ResNet-18 from the supervised source model (`{SOURCE_CONFIG}`, trained on the source
@@ -356,7 +362,8 @@ dataset only), then the row's `configs/synthetic_*.yaml` on the target without i
 (`supervised`: with them, same budget); one evaluation after the last epoch. Δ is the paired
 difference to `baseline` over the same seeds, with a 95 % t interval. F1 and clusters: the last
 epoch's pseudo labels. Regenerate with `python benchmarks/synthetic_ablation.py`; the runs took
-{compute / 60:.0f} min of compute (this invocation {(time.perf_counter() - start) / 60:.0f} min).
+{compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
+machine; this invocation {(time.perf_counter() - start) / 60:.0f} min).{partial}
 
 Machine: {machine()}.
 
