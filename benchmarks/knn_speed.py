@@ -193,7 +193,7 @@ def measure_knn(n: int, dim: int, args: argparse.Namespace, condition: str) -> d
     k = args.k
 
     def ours() -> Any:
-        return knn_search(x, k=k, precision=args.precision)
+        return knn_search(x, k=k, precision=args.precision, similarities=not args.indices_only)
 
     def plain() -> Any:
         return plain_topk(x, k, args.block_mib)
@@ -236,11 +236,13 @@ def knn_table(rows: list[dict[str, Any]], args: argparse.Namespace, extra: dict)
     from _report import machine
 
     lines = [
-        "## kNN search against a plain matmul + topk (`benchmarks/knn_speed.py`)",
+        "## kNN search against a plain matmul + topk (`benchmarks/knn_speed.py`"
+        + (" --indices-only)" if args.indices_only else ")"),
         "",
         f"Machine: {machine()}.",
         "",
-        f'`knn_search(x, k={args.k}, precision="{args.precision}")` against a plain chunked '
+        f'`knn_search(x, k={args.k}, precision="{args.precision}"'
+        f"{', similarities=False' if args.indices_only else ''})` against a plain chunked "
         f"`x[i:j] @ x.T` + `topk({args.k})` (blocks of at most {args.block_mib:g} MiB), on "
         "clustered synthetic unit features (seed 0). Both timed "
         f"{args.repeats} times, interleaved (A, B, A, B, ...) after one warm-up call each, in "
@@ -449,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
         "--precision", default="exact", choices=["exact", "auto", "bf16-candidates"]
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--indices-only",
+        action="store_true",
+        help="time knn_search(..., similarities=False), the search the engine runs (its own "
+        "section, knn-speed-indices)",
+    )
     parser.add_argument("--block-mib", type=float, default=BLOCK_MIB)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -492,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rows[-1]), flush=True)
         result["rows"] = rows
         body = knn_table(rows, args, result)
-        section = "knn-speed"
+        section = "knn-speed-indices" if args.indices_only else "knn-speed"
     print(body)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -449,3 +449,29 @@ def test_gpu_search_gives_the_cpu_bits() -> None:
     assert gpu.indices.is_cuda
     assert torch.equal(gpu.indices.cpu(), cpu.indices)
     assert torch.equal(gpu.similarities.cpu(), cpu.similarities)
+
+
+@pytest.mark.parametrize("k", [1, 5, 31])
+def test_indices_only_search_gives_the_same_indices(k: int) -> None:
+    """``similarities=False`` re-scores only near-ties; its indices are those of the full
+    search, on near ties, exact duplicates, integer-valued ties and clustered data."""
+    g = torch.Generator().manual_seed(k)
+    base = torch.nn.functional.normalize(torch.randn(50, 16, generator=g), dim=1)
+    cases = [
+        _near_ties(),
+        torch.cat([base, base[:20], base[:10] + 1e-7]),
+        torch.randint(-3, 4, (300, 8), generator=g).float(),
+        torch.as_tensor(clustered_features(40, 6, dim=32, seed=k)[0]),
+    ]
+    for x in cases:
+        if k > x.shape[0]:
+            continue
+        full = knn_search(x, k=k, precision="exact")
+        fast = knn_search(x, k=k, precision="exact", similarities=False)
+        assert fast.similarities is None
+        assert torch.equal(fast.indices, full.indices)
+    # Query against a database, and a row that needs its whole row recomputed, go the full way.
+    x = cases[1]
+    assert torch.equal(
+        knn_search(x[:30], x, k=k, similarities=False).indices, knn_search(x[:30], x, k=k).indices
+    )

@@ -140,7 +140,9 @@ def jaccard_and_ranking(
     if normalize:
         x = l2_normalize_rows(x)
     with torch.no_grad():
-        ranked = knn_search(x, k=k1, backend=backend, precision=knn_precision).indices
+        ranked = knn_search(
+            x, k=k1, backend=backend, precision=knn_precision, similarities=False
+        ).indices
         encoding = k_reciprocal_encoding(
             ranked, _unit_sphere_distance(x), width=k1, half_width=half_width(k1)
         )

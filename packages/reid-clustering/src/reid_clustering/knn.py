@@ -30,7 +30,11 @@ the similarities returned are those ``pair_dot`` values. A matmul is only used t
    the best ``k + 8`` of each row from the blocks, and recomputes a whole row in the rare case
    that its ``(k + 8)``-th value is still above the threshold.
 3. The candidates are re-scored with ``pair_dot`` and the top k taken in (value descending,
-   index ascending) order.
+   index ascending) order. A search that asks only for the indices (``similarities=False``)
+   re-scores only what the matmul cannot order: within a row, sorted by ``s``, two candidates
+   whose ``s`` differ by more than ``2(e_g + e_c)`` are in the same order by ``pair_dot``, so
+   only runs of candidates closer than that (near-ties) are re-scored and ordered by
+   ``pair_dot``, ties to the lower index. The indices are the same as with similarities.
 
 So the result depends only on the features: bit-identical across CPU models, between CPU and
 GPU, and for any ``chunk_size``; ``precision`` changes only how fast it is found.
@@ -84,11 +88,12 @@ class KNNResult(NamedTuple):
     """Neighbours of each query, most similar first.
 
     Attributes:
-        similarities: float32 ``[num_query, k]`` inner products, descending along each row.
+        similarities: float32 ``[num_query, k]`` inner products, descending along each row;
+            None when the search was asked for the indices only (``similarities=False``).
         indices: int64 ``[num_query, k]`` database row of each neighbour.
     """
 
-    similarities: torch.Tensor
+    similarities: torch.Tensor | None
     indices: torch.Tensor
 
 
@@ -109,6 +114,7 @@ def knn_search(
     backend: Backend = "torch",
     chunk_size: int | None = None,
     precision: Precision = "auto",
+    similarities: bool = True,
 ) -> KNNResult:
     """The ``k`` database rows with the largest inner product with each query row.
 
@@ -128,6 +134,9 @@ def knn_search(
             ``"bf16-candidates"``: certified bfloat16 candidates. ``"auto"`` (default):
             ``$REID_KNN_PRECISION`` when set, else bf16 candidates where they are faster.
             CUDA tensors, query-vs-database searches and the faiss backends use float32 blocks.
+        similarities: False returns the indices only (``similarities`` None): the same
+            indices, faster, because only near-ties are re-scored (module docstring, step 3).
+            The faiss backends ignore it.
 
     Returns:
         :class:`KNNResult` with tensors on the query's device (CPU for numpy input).
@@ -165,7 +174,11 @@ def knn_search(
     else:
         result = None
     if result is None:
-        result = _knn_exact(q, db, k, chunk_size, bounds, self_search=database is None)
+        result = _knn_exact(
+            q, db, k, chunk_size, bounds, self_search=database is None, values=similarities
+        )
+    if result.similarities is None:
+        return result
     if scale != 1.0:
         sims = result.similarities * scale
         if not bool(torch.isfinite(sims).all()):
@@ -315,8 +328,10 @@ def _knn_exact(
     chunk_size: int | None,
     bounds: _Bounds,
     self_search: bool,
+    values: bool = True,
 ) -> KNNResult:
-    """Steps 1-3 of the module docstring with float32 matmul blocks."""
+    """Steps 1-3 of the module docstring with float32 matmul blocks (``values=False``: the
+    indices only, re-scoring near-ties only)."""
     m = min(k + _EXTRA_CANDIDATES, db.shape[0])
     if self_search:
         best_v, best_i = _top_m_self(q, m, chunk_size)
@@ -329,13 +344,66 @@ def _knn_exact(
     if m == db.shape[0]:
         incomplete[:] = False
     keep = (best_v.double() >= threshold[:, None]) & ~incomplete[:, None]
+    redo = incomplete.nonzero().flatten()
+    if not values and not redo.numel():
+        return _rank_by_gaps(q, db, best_v, best_i, keep, slack, k)
     rows, slot = keep.nonzero().unbind(1)
     pairs = [(rows, best_i[rows, slot])]
-    redo = incomplete.nonzero().flatten()
     if redo.numel():
         pairs.append(_full_row_candidates(q, db, redo, k, slack))
     rows, cols = (torch.cat(parts) for parts in zip(*pairs, strict=True))
-    return _rank_candidates(q, db, rows, cols, k)
+    result = _rank_candidates(q, db, rows, cols, k)
+    return result if values else KNNResult(None, result.indices)
+
+
+def _rank_by_gaps(
+    q: torch.Tensor,
+    db: torch.Tensor,
+    best_v: torch.Tensor,
+    best_i: torch.Tensor,
+    keep: torch.Tensor,
+    slack: torch.Tensor,
+    k: int,
+) -> KNNResult:
+    """Step 3 for the indices only: the order of the candidates by ``pair_dot`` from the matmul
+    values ``best_v``, re-scoring only near-ties.
+
+    ``|pair_dot − s| <= e_g + e_c`` for every pair, so where two candidates' ``s`` differ by more
+    than ``slack = 2(e_g + e_c)`` their ``pair_dot`` order is the ``s`` order. In each row
+    (sorted by ``s``, descending) the candidates fall into runs whose neighbours are at most
+    ``slack`` apart; the runs are ordered by ``s``, and inside a run of two or more the
+    candidates are re-scored with ``pair_dot`` and ordered by (value descending, index
+    ascending). The candidates are those of ``keep`` (every row has at least k); the columns
+    outside it are pushed after them.
+    """
+    n, m = best_v.shape
+    s = best_v.double().masked_fill(~keep, -math.inf)
+    # Sort each row by (s descending, column ascending): the candidates first.
+    by_col = best_i.argsort(dim=1, stable=True)
+    s, cols = s.gather(1, by_col), best_i.gather(1, by_col)
+    order = s.argsort(dim=1, descending=True, stable=True)
+    s, cols = s.gather(1, order), cols.gather(1, order)
+    kept = torch.isfinite(s)
+    gap_close = (s[:, :-1] - s[:, 1:]) <= slack[:, None]  # neighbours that may swap
+    close = gap_close & kept[:, 1:]
+    # A run id per slot: a new run starts where the previous gap is wide.
+    starts = torch.ones(n, m, dtype=torch.int64, device=s.device)
+    starts[:, 1:] = (~close).long()
+    run = starts.cumsum(dim=1)
+    in_tie = torch.zeros(n, m, dtype=torch.bool, device=s.device)
+    in_tie[:, 1:] |= close
+    in_tie[:, :-1] |= close
+    key = torch.zeros(n, m, dtype=torch.float32, device=s.device)
+    rows_t, slots_t = in_tie.nonzero().unbind(1)
+    if rows_t.numel():
+        key[rows_t, slots_t] = pair_dot(q, db, rows_t, cols[rows_t, slots_t])
+    # Final order: run ascending, then pair_dot descending inside a run, then column ascending.
+    idx = cols.argsort(dim=1, stable=True)
+    idx = idx.gather(1, key.gather(1, idx).argsort(dim=1, descending=True, stable=True))
+    idx = idx.gather(1, run.gather(1, idx).argsort(dim=1, stable=True))
+    if bool((kept.sum(dim=1) < k).any()):  # the thresholds make this impossible
+        raise RuntimeError("kNN: a row has fewer candidates than k (please report this bug)")
+    return KNNResult(None, cols.gather(1, idx[:, :k]))
 
 
 def _full_row_candidates(

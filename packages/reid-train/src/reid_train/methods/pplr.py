@@ -147,7 +147,7 @@ def _knn(features: torch.Tensor, m: int) -> torch.Tensor:
     """The ``knn`` of ``reid_refine.cross_agreement``: ``reid_clustering.knn_search`` on the
     features' device, the ranking (machine-independent ``pair_dot`` values, ties to the lower
     index) that the clustering's torch backend uses too."""
-    return knn_search(features, k=m).indices
+    return knn_search(features, k=m, similarities=False).indices
 
 
 #: Largest difference allowed between an extracted (L2-normalised) feature and the clustering's
