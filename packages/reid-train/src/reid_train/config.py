@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import yaml
 
-from reid_backbones import IMAGENET_MEAN, IMAGENET_STD
+from reid_backbones import IMAGENET_MEAN, IMAGENET_STD, MODEL_OPTIONS, MODELS
 from reid_eval.datasets import canonical_dataset_name, dataset_names
 from reid_refine.dcls import GlobalMode as DCLSGlobalMode
 from reid_refine.dcls import Guidance as DCLSGuidance
@@ -67,8 +67,8 @@ __all__ = [
 #: The built-in training recipes (``method.name``; ``reid_train.methods.names()`` also lists
 #: recipes registered later).
 METHODS: tuple[str, ...] = tuple(_methods.names())
-#: Model architectures (``model.arch``), the names of ``reid_backbones.build_model``.
-ARCHITECTURES: tuple[str, ...] = ("baseline", "pplr", "dcls")
+#: Model architectures (``model.arch``): ``reid_backbones.MODELS``, the names of ``build_model``.
+ARCHITECTURES: tuple[str, ...] = tuple(MODELS)
 #: The architecture each built-in method trains (``reid_train.methods.get(name).arch``).
 METHOD_ARCH: dict[str, str] = {name: _methods.get(name).arch for name in METHODS}
 
@@ -140,7 +140,7 @@ class ModelConfig:
     """
 
     #: null = the architecture of ``method.name`` (filled in by validation).
-    arch: Literal["baseline", "pplr", "dcls"] | None = None
+    arch: str | None = None
     backbone: str = "resnet50"
     #: Backbone weights: ``imagenet`` (downloaded once), the path of a ``.pth`` file, or null.
     pretrained: str | None = "imagenet"
@@ -164,16 +164,9 @@ class ModelConfig:
     max_clusters: int | None = None
 
     def options(self) -> dict[str, Any]:
-        """The architecture's ``**options`` for ``build_model`` (only those it accepts)."""
-        if self.arch == "pplr":
-            return {"num_parts": self.num_parts, "part_bins": self.part_bins}
-        if self.arch == "dcls":
-            return {
-                "attention": self.attention,
-                "num_regions": self.num_regions,
-                "overlap": self.overlap,
-            }
-        return {}
+        """The architecture's ``**options`` for ``build_model``: the fields of this section named
+        like the options ``reid_backbones.MODEL_OPTIONS`` lists for it."""
+        return {name: getattr(self, name) for name in MODEL_OPTIONS.get(self.arch or "", {})}
 
 
 @dataclass
@@ -533,6 +526,10 @@ def _validate(cfg: TrainConfig) -> list[str]:
     )
     need(all(s > 0 for s in d.std), f"data.std must be positive, got {d.std}")
     # model
+    need(
+        m.arch is None or m.arch in MODELS,
+        f"model.arch {m.arch!r} is unknown; choose one of {', '.join(MODELS)} or null",
+    )
     need(m.last_stride in (1, 2), f"model.last_stride must be 1 or 2, got {m.last_stride}")
     if m.bn_groups >= 1:
         need(
