@@ -212,7 +212,7 @@ def test_resume_with_changed_settings_says_so(
     ("override", "message"),
     [
         ("method.name=dcls data.height=7", "too short for num_regions=3"),
-        ("optim.lr=inf", "optim.lr must hold finite numbers"),
+        ("optim.lr=inf", "optim.lr must be a finite number"),
         ("method.lambda_cam=nan", "method.lambda_cam must hold finite numbers"),
     ],
 )

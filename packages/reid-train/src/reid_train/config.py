@@ -460,7 +460,11 @@ def _range_problems(cfg: TrainConfig) -> list[str]:
     for key, allowed in _RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
-        if value is not None and not allowed.holds(value):
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            problems.append(f"{key} must be a finite number {allowed}{allowed.why}, got {value}")
+        elif not allowed.holds(value):
             problems.append(f"{key} must be {allowed}{allowed.why}, got {value}")
     return problems
 
@@ -494,8 +498,6 @@ def _validate(cfg: TrainConfig) -> list[str]:
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                 need(False, f"{name}.{key} must hold finite numbers, got {value}")
-    if p:  # the ranges below assume finite numbers
-        return p
     p.extend(_range_problems(cfg))
     # data
     need(
