@@ -470,6 +470,11 @@ def test_indices_only_search_gives_the_same_indices(k: int) -> None:
         fast = knn_search(x, k=k, precision="exact", similarities=False)
         assert fast.similarities is None
         assert torch.equal(fast.indices, full.indices)
+    # The bf16 candidate path (it ranks with the similarities) also returns the indices only.
+    x = torch.as_tensor(clustered_features(40, 6, dim=32, seed=k)[0])
+    bf16 = knn_search(x, k=k, precision="bf16-candidates", similarities=False)
+    assert bf16.similarities is None
+    assert torch.equal(bf16.indices, knn_search(x, k=k, precision="bf16-candidates").indices)
     # Query against a database, and a row that needs its whole row recomputed, go the full way.
     x = cases[1]
     assert torch.equal(

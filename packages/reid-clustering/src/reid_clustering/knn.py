@@ -177,8 +177,8 @@ def knn_search(
         result = _knn_exact(
             q, db, k, chunk_size, bounds, self_search=database is None, values=similarities
         )
-    if result.similarities is None:
-        return result
+    if not similarities:  # the bf16 path ranks with the similarities; the caller wants none
+        return KNNResult(None, result.indices)
     if scale != 1.0:
         sims = result.similarities * scale
         if not bool(torch.isfinite(sims).all()):
