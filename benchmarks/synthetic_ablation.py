@@ -118,8 +118,22 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def finished(out: Path, epochs: int) -> dict | None:
-    """The run's record for --json, or None if it did not finish."""
+def finished(out: Path, epochs: int, optim: dict | None = None) -> dict | None:
+    """The run's record for --json, or None if it did not finish.
+
+    ``optim``: the schedule the run must have used (the config's ``optim`` section); a finished
+    run with another one belongs to another regime and stops the sweep rather than being reused.
+    """
+    if optim is not None and (out / "config.yaml").exists():
+        import yaml
+
+        used = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("optim", {})
+        differs = {k: (used.get(k), v) for k, v in optim.items() if used.get(k) != v}
+        if differs:
+            raise SystemExit(
+                f"{out} was trained with another schedule (optim {differs}, as (run, config)): "
+                "it belongs to another regime; use a new --workdir (or remove that run)"
+            )
     try:
         metrics, history = _lines(out / "metrics.jsonl"), _lines(out / "history.jsonl")
     except FileNotFoundError:
@@ -146,6 +160,16 @@ def epochs_of(config: str) -> int:
     from reid_train.config import load_config
 
     return load_config(ROOT / config).optim.epochs
+
+
+def optim_of(config: str) -> dict:
+    """The ``optim`` section of a config, as its run's ``config.yaml`` records it."""
+    from dataclasses import asdict
+
+    from reid_train.config import load_config
+
+    return {k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(load_config(ROOT / config).optim).items()}  # fmt: skip
 
 
 def make_data(path: Path, seed: int, source: bool) -> Path:
@@ -186,11 +210,14 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
     target = make_data(work / "data_target", args.target_seed, source=False)
     source = make_data(work / "data_source", args.source_seed, source=True)
     pre = work / "source_model"
-    if finished(pre, epochs_of(SOURCE_CONFIG)) is None and args.only_finished:
+    source_done = finished(pre, epochs_of(SOURCE_CONFIG), optim_of(SOURCE_CONFIG))
+    if source_done is None and args.only_finished:
         raise SystemExit(f"--only-finished: no finished source model in {pre}")
-    if finished(pre, epochs_of(SOURCE_CONFIG)) is None:
+    if source_done is None:
         print(f"supervised source model on {source} (seed {args.source_seed})", flush=True)
-        reid_train(SOURCE_CONFIG, pre, [*BUDGET, f"data.data_root={source}"])
+        reid_train(SOURCE_CONFIG, pre, [
+            *BUDGET, f"data.data_root={source}", f"data.synthetic_seed={args.source_seed}",
+        ])  # fmt: skip
     results: dict[str, list[dict]] = {r.name: [] for r in rows}
     for seed in args.seeds:
         for row in rows:
@@ -198,13 +225,14 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
                 continue
             out = work / slug(row.name) / f"seed{seed}"
             epochs = epochs_of(row.config)
-            done = finished(out, epochs)
+            done = finished(out, epochs, optim_of(row.config))
             if done is None and args.only_finished:
                 continue
             if done is None:
                 t0 = time.perf_counter()
                 reid_train(row.config, out, [
                     *BUDGET, *row.overrides, f"data.data_root={target}",
+                    f"data.synthetic_seed={args.target_seed}",
                     f"model.pretrained={pre / 'last'}", f"runtime.seed={seed}",
                 ])  # fmt: skip
                 done = finished(out, epochs)
