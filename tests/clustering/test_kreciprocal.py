@@ -161,3 +161,68 @@ def test_row_sparse_round_trips() -> None:
     assert torch.equal(sp.to_dense(), dense)
     assert torch.equal(sp.transpose().to_dense(), dense.t())
     assert np.array_equal(sp.to_scipy().toarray(), dense.numpy())
+
+
+def _plain_expansion(ranked: np.ndarray, i: int, width: int, half: int) -> set[int]:
+    """Eq. 6 one sample at a time: R(i) plus each R_half(j) with |R_half(j) ∩ R(i)| > 2/3."""
+    full = set(reciprocal_neighbours(ranked, i, width).tolist())
+    out = set(full)
+    for j in full:
+        half_j = set(reciprocal_neighbours(ranked, j, half).tolist())
+        if len(half_j & full) > 2 / 3 * len(half_j):
+            out |= half_j
+    return out
+
+
+@pytest.mark.parametrize(("seed", "n", "k1"), [(0, 40, 8), (1, 60, 12), (2, 25, 24)])
+def test_expanded_pairs_match_the_plain_expansion_on_random_ranked_lists(
+    seed: int, n: int, k1: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    ranked = np.stack(
+        [np.r_[i, rng.permutation(np.delete(np.arange(n), i))[: k1 - 1]] for i in range(n)]
+    )
+    rows, cols = expanded_reciprocal_pairs(torch.from_numpy(ranked), k1, half_width(k1))
+    key = (rows * n + cols).tolist()
+    assert key == sorted(set(key))  # sorted by row, then column; no duplicates
+    for i in range(n):
+        got = set(cols[rows == i].tolist())
+        assert got == _plain_expansion(ranked, i, k1, half_width(k1)), i
+
+
+def _random_encoding(seed: int, n: int, per_row: int) -> RowSparse:
+    """A random V with heavily shared support, one empty row and values with ties."""
+    gen = torch.Generator().manual_seed(seed)
+    dense = torch.zeros(n, n)
+    for i in range(1, n):
+        cols = torch.randperm(n, generator=gen)[:per_row]
+        dense[i, cols] = torch.randint(1, 5, (per_row,), generator=gen).float() / 7
+    dense[:, : n // 3] *= 3  # many equal values across rows
+    dense /= dense.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    return _row_sparse(dense)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_pairs_jaccard_is_the_general_path_bit_for_bit(seed: int) -> None:
+    """rows=None accumulates j >= i only and mirrors it: the same floats as the row-by-row
+    path (asked for through explicit rows), dense and sparse, with and without a radius."""
+    v = _random_encoding(seed, 90, 12)
+    every = torch.arange(v.num_rows)
+    full, general = jaccard_from_encoding(v), jaccard_from_encoding(v, every)
+    assert torch.equal(full, general)
+    assert torch.equal(full, full.t())
+    assert full[0].eq(1).sum() == v.num_rows  # the empty row shares nothing, even with itself
+    for radius in (None, 0.6):
+        a = jaccard_from_encoding(v, dense=False, max_distance=radius)
+        b = jaccard_from_encoding(v, every, dense=False, max_distance=radius)
+        assert torch.equal(a.indptr, b.indptr) and torch.equal(a.indices, b.indices)
+        assert torch.equal(a.values, b.values)
+        assert a.nnz > (v.num_rows if radius is None else v.num_rows - 2)
+
+
+def test_transpose_positions_locate_every_entry() -> None:
+    v = _random_encoding(3, 30, 5)
+    t, where = v.transpose_with_positions()
+    assert torch.equal(t.indices[where], v.row_ids())  # entry (i, j) sits in row j of t at i
+    assert torch.equal(t.values[where], v.values)
+    assert torch.equal(t.to_dense(), v.to_dense().t())

@@ -92,6 +92,12 @@ class RowSparse:
         rows = torch.arange(self.num_rows, device=self.device)
         return rows.repeat_interleave(self.row_counts())
 
+    def row_ids_between(self, start: int, stop: int) -> torch.Tensor:
+        """int64: the row of every stored entry of rows ``start`` to ``stop − 1``, counted from
+        ``start`` (0 for row ``start``)."""
+        rows = torch.arange(start, stop, device=self.device)
+        return rows.repeat_interleave(self.row_counts()[start:stop]) - start
+
     @classmethod
     def from_sorted_coo(
         cls,
@@ -108,11 +114,23 @@ class RowSparse:
 
     def transpose(self) -> RowSparse:
         """The transposed matrix (equivalently, this matrix in compressed-sparse-column form)."""
+        return self.transpose_with_positions()[0]
+
+    def transpose_with_positions(self) -> tuple[RowSparse, torch.Tensor]:
+        """The transposed matrix, and where each stored entry of this one went in it.
+
+        Returns:
+            ``(t, where)``: ``t`` as :meth:`transpose`; int64 ``where[e]`` is the position in
+            ``t.indices``/``t.values`` of this matrix's ``e``-th stored entry.
+        """
         rows = self.row_ids()
         order = torch.argsort(self.indices * self.num_rows + rows)
-        return RowSparse.from_sorted_coo(
+        where = torch.empty_like(order)
+        where[order] = torch.arange(order.numel(), device=order.device)
+        t = RowSparse.from_sorted_coo(
             self.indices[order], rows[order], self.values[order], (self.num_cols, self.num_rows)
         )
+        return t, where
 
     def to_dense(self) -> torch.Tensor:
         dense = torch.zeros(
@@ -187,24 +205,35 @@ def expanded_reciprocal_pairs(
     full = torch.where(reciprocal_mask(ranked, width), forward, -1)  # R(i), -1 padded
     half = torch.where(reciprocal_mask(ranked, half_width), ranked[:, :half_width].contiguous(), -1)
     half_sizes = (half >= 0).sum(dim=1).to(torch.float64)
+    half_padded = torch.where(half >= 0, half, n)  # column n: a dummy that is never a member
     rows_out, cols_out = [], []
-    step = max(1, _BLOCK_ELEMENTS // (width * width * half_width))
+    # Membership in R(i) is read from a bit table of [rows, N + 1]: set for the block's rows,
+    # looked up for every candidate, then cleared again (only the positions set: O(rows · width)
+    # per block, never O(rows · N)).
+    step = max(1, min(_BLOCK_ELEMENTS // (width * half_width), _BLOCK_ELEMENTS // (n + 1)))
+    table = torch.zeros(min(step, n) * (n + 1), dtype=torch.bool, device=ranked.device)
     for start in range(0, n, step):
         members = full[start : start + step]  # [c, width]
+        c = members.shape[0]
         present = members >= 0
+        base = torch.arange(c, device=ranked.device)[:, None] * (n + 1)  # each row's table
+        marked = base + torch.where(present, members, n)
+        table[marked] = True
+        table[base[:, 0] + n] = False
         candidates = members.clamp(min=0)
-        cand_half = torch.where(present[..., None], half[candidates], -1)  # [c, width, half]
-        shared = (cand_half[..., None] == members[:, None, None, :]) & (cand_half[..., None] >= 0)
-        overlap = shared.any(dim=3).sum(dim=2).to(torch.float64)  # |R_half(j) ∩ R(i)|
+        lookup = table[(base[..., None] + half_padded[candidates]).flatten()].view(c, width, -1)
+        overlap = lookup.sum(dim=2).to(torch.float64)  # |R_half(j) ∩ R(i)|
+        table[marked] = False
         # The reference compares an int with the float64 product 2/3 * len: keep that rounding.
         accept = present & (overlap > (2.0 / 3.0) * half_sizes[candidates])
-        pool = torch.cat([members, torch.where(accept[..., None], cand_half, -1).flatten(1)], dim=1)
-        pool = pool.sort(dim=1).values
-        first = torch.ones_like(pool[:, :1], dtype=torch.bool)
-        keep = (pool >= 0) & torch.cat([first, pool[:, 1:] != pool[:, :-1]], dim=1)
-        row, pos = keep.nonzero(as_tuple=True)
-        rows_out.append(row + start)
-        cols_out.append(pool[row, pos])
+        row, col = accept.nonzero(as_tuple=True)
+        joined = half[members[row, col]]  # the half sets that join R*(i), -1 padded
+        keys = torch.cat([
+            (base // (n + 1) * n + members)[present],
+            (row[:, None] * n + joined)[joined >= 0],
+        ]).unique(sorted=True)  # fmt: skip
+        rows_out.append(torch.div(keys, n, rounding_mode="floor") + start)
+        cols_out.append(keys % n)
     return torch.cat(rows_out), torch.cat(cols_out)
 
 
@@ -317,6 +346,8 @@ def jaccard_from_encoding(
     """
     n = encoding.num_rows
     device = encoding.device
+    if rows is None and transposed is None and encoding.num_cols == n:
+        return _jaccard_all_pairs(encoding, dense=dense, max_distance=max_distance, clip=clip)
     if rows is None:
         rows = torch.arange(n, device=device)
     columns = encoding.transpose() if transposed is None else transposed  # t -> rows holding t
@@ -335,10 +366,7 @@ def jaccard_from_encoding(
         block_rows = rows[start:stop]
         shared = _shared_support(encoding, columns, block_rows, accumulator)  # S, [c, N]
         r, c = shared.nonzero(as_tuple=True)  # the pairs sharing support: J < 1
-        s_rc = shared[r, c]
-        jac = 1 - s_rc / (2 - s_rc)
-        if clip:
-            jac.clamp_(min=0)
+        jac = _distance_from_shared(shared[r, c], clip)
         if out_dense is not None:
             block = out_dense[start:stop]
             block.fill_(1.0)
@@ -352,11 +380,86 @@ def jaccard_from_encoding(
         sparse_vals.append(jac)
     if out_dense is not None:
         return out_dense
+    return _sparse_result(sparse_rows, sparse_cols, sparse_vals, (rows.numel(), n), device)
+
+
+def _distance_from_shared(shared: torch.Tensor, clip: bool) -> torch.Tensor:
+    """``J = 1 − S / (2 − S)`` (paper Eq. 12), optionally clipped at 0."""
+    jac = 1 - shared / (2 - shared)
+    return jac.clamp_(min=0) if clip else jac
+
+
+def _sparse_result(
+    rows: list[torch.Tensor],
+    cols: list[torch.Tensor],
+    vals: list[torch.Tensor],
+    shape: tuple[int, int],
+    device: torch.device,
+) -> RowSparse:
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
     return RowSparse.from_sorted_coo(
-        torch.cat(sparse_rows) if sparse_rows else rows.new_zeros(0),
-        torch.cat(sparse_cols) if sparse_cols else rows.new_zeros(0),
-        torch.cat(sparse_vals) if sparse_vals else torch.zeros(0, device=device),
-        (rows.numel(), n),
+        torch.cat(rows) if rows else empty,
+        torch.cat(cols) if cols else empty,
+        torch.cat(vals) if vals else torch.zeros(0, device=device),
+        shape,
+    )
+
+
+def _jaccard_all_pairs(
+    encoding: RowSparse, *, dense: bool, max_distance: float | None, clip: bool
+) -> torch.Tensor | RowSparse:
+    """:func:`jaccard_from_encoding` for every pair of rows of a square ``V``, visiting each
+    unordered pair once.
+
+    ``S[i, j]`` and ``S[j, i]`` add the same terms ``min(V[i, t], V[j, t])`` in the same order
+    (``t`` ascending), so they are the same float: only ``j ≥ i`` is accumulated and the result
+    is mirrored, bit for bit what the general path computes, in half the work.
+    """
+    n = encoding.num_rows
+    device = encoding.device
+    columns, where = encoding.transpose_with_positions()
+    # In column t of V the rows j holding t are ascending, and row i itself sits at where[e] for
+    # its entry e = (i, t): the rows j >= i are where[e] .. the column's end.
+    column_end = columns.indptr[1:][encoding.indices]
+    upper = column_end - where  # per entry of V: the rows j >= i sharing its column
+    work = torch.zeros(n, dtype=torch.int64, device=device).index_add_(0, encoding.row_ids(), upper)
+    blocks = _row_blocks(work.cpu(), n)
+    out_dense = torch.ones(n, n, dtype=torch.float32, device=device) if dense else None
+    sparse_rows, sparse_cols, sparse_vals = [], [], []
+    widest = max((stop - start for start, stop in blocks), default=0)
+    accumulator = torch.empty(widest * n, dtype=torch.float32, device=device)
+    for start, stop in blocks:
+        entry = torch.arange(int(encoding.indptr[start]), int(encoding.indptr[stop]), device=device)
+        entry_row = encoding.row_ids_between(start, stop)
+        source, pair = _expand_segments(where[entry], upper[entry])
+        mins = torch.minimum(encoding.values[entry][pair], columns.values[source])
+        target = entry_row[pair] * n + columns.indices[source]
+        shared = accumulator[: (stop - start) * n].zero_()
+        shared.index_add_(0, target, mins)
+        shared = shared.view(stop - start, n)
+        r, c = shared.nonzero(as_tuple=True)  # pairs j >= i sharing support: J < 1
+        jac = _distance_from_shared(shared[r, c], clip)
+        r = r + start
+        if out_dense is not None:
+            out_dense[r, c] = jac
+            out_dense[c, r] = jac
+            continue
+        if max_distance is not None:
+            close = jac <= max_distance
+            r, c, jac = r[close], c[close], jac[close]
+        sparse_rows.append(r)
+        sparse_cols.append(c)
+        sparse_vals.append(jac)
+    if out_dense is not None:
+        return out_dense
+    if not sparse_rows:
+        return _sparse_result([], [], [], (n, n), device)
+    r, c, jac = torch.cat(sparse_rows), torch.cat(sparse_cols), torch.cat(sparse_vals)
+    off = r != c  # mirror the strict upper triangle; the diagonal once
+    rows_all, cols_all = torch.cat([r, c[off]]), torch.cat([c, r[off]])
+    order = torch.argsort(rows_all * n + cols_all)
+    return RowSparse.from_sorted_coo(
+        rows_all[order], cols_all[order], torch.cat([jac, jac[off]])[order], (n, n)
     )
 
 

@@ -177,8 +177,8 @@ class ClusterConfig:
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
-    #: Sparse radius-graph path: null (automatic: on the CPU above 8,192 images, on a GPU
-    #: always), true or false (on a GPU honoured up to 8,192 images only); the same labels.
+    #: Sparse radius-graph path: null (automatic: on the CPU above 2,048 images, on a GPU
+    #: always), true or false (on a GPU honoured up to 2,048 images only); the same labels.
     sparse: bool | None = None
     #: Where the epoch's labels come from: ``dbscan`` (pseudo labels, the unsupervised setting),
     #: ``ground_truth`` (the training split's identities: supervised training, e.g. to

@@ -362,7 +362,7 @@ class Trainer:
         sparse radius graph of the Jaccard distance (the pairs within ``cluster.eps``) crosses
         to the CPU, where scikit-learn's DBSCAN labels it: on an accelerator the sparse path is
         always taken (an explicit ``cluster.sparse: false`` only up to ``SPARSE_THRESHOLD``,
-        8,192, images; :func:`_sparse_path`). CPU runs compute exactly what they did when the
+        2,048, images; :func:`_sparse_path`). CPU runs compute exactly what they did when the
         features were gathered to the CPU.
 
         Peak device memory of the main process, besides the gathered features (``N × D`` and
@@ -772,7 +772,7 @@ def _sparse_path(setting: bool | None, n: int, device: torch.device) -> bool | N
     above :data:`reid_clustering.SPARSE_THRESHOLD` images). On an accelerator the radius graph
     is always used, so that only it goes to the CPU for DBSCAN (the labels are the same on
     either path); an explicit ``false`` is honoured up to ``SPARSE_THRESHOLD`` images only,
-    where the dense ``N × N`` float32 matrix is at most 0.27 GB: above it, the matrix (4.3 GB
+    where the dense ``N × N`` float32 matrix is at most 17 MB: above it, the matrix (4.3 GB
     at MSMT17's 32,621 images) would sit in device memory, and the sparse path is taken.
     """
     if device.type == "cpu" or setting is True:
