@@ -1,8 +1,9 @@
 """Exact k-nearest-neighbour search by inner product, with three interchangeable backends.
 
 * ``"torch"`` (default): chunked ``query @ database.T`` on the tensors' device (CPU or GPU);
-  memory is bounded by one block of similarities. A self-search (``database=None``) computes
-  each block of the symmetric ``x @ x.T`` once, for both sides: half the FLOPs.
+  memory is bounded by one block of similarities. A self-search (``database=None``) of
+  features of 1024 dimensions or more computes each block of the symmetric ``x @ x.T`` once,
+  for both sides: half the FLOPs (below that the matmul is cheap next to the top-k selection).
 * ``"faiss-cpu"``: ``faiss.IndexFlatIP`` (exact, multi-threaded BLAS).
 * ``"faiss-gpu"``: ``faiss.GpuIndexFlatIP`` on the current CUDA device.
 * ``"auto"``: faiss-gpu when the features are on CUDA and a GPU build of faiss is importable,
@@ -50,8 +51,10 @@ and k <= 256 on such CPUs; the environment variable ``REID_KNN_PRECISION`` (``ex
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -126,9 +129,10 @@ def knn_search(
         k: neighbours per query, ``1 <= k <= num_database``.
         backend: ``"torch"``, ``"faiss-cpu"``, ``"faiss-gpu"`` or ``"auto"`` (module docstring).
         chunk_size: query rows per block for the torch backend (default: as many as keep the
-            block under 16 Mi similarities; for a self-search, 2048: each 2048 × 2048 block of
-            ``x @ x.T`` is computed once and serves both of its sides). It never changes the
-            result.
+            block under 16 Mi similarities; for a self-search of features of 1024 dimensions or
+            more, 4096: each 4096 × 4096 block of ``x @ x.T`` is computed once and serves both
+            of its sides; a given ``chunk_size`` always takes that symmetric path). It never
+            changes the result.
         precision: how the torch backend's CPU self-search finds the neighbours; the result is
             the same either way (module docstring). ``"exact"``: float32 blocks only.
             ``"bf16-candidates"``: certified bfloat16 candidates. ``"auto"`` (default):
@@ -338,22 +342,47 @@ def _knn_exact(
     else:
         best_v, best_i = _top_m(q, db, m, chunk_size)
     slack = bounds.slack(q.shape[1], q.device)
-    threshold = best_v[:, k - 1].double() - slack
-    # A row is complete when its m-th value is below the threshold (or it kept every column).
-    incomplete = best_v[:, m - 1].double() >= threshold
-    if m == db.shape[0]:
-        incomplete[:] = False
-    keep = (best_v.double() >= threshold[:, None]) & ~incomplete[:, None]
-    redo = incomplete.nonzero().flatten()
-    if not values and not redo.numel():
-        return _rank_by_gaps(q, db, best_v, best_i, keep, slack, k)
-    rows, slot = keep.nonzero().unbind(1)
-    pairs = [(rows, best_i[rows, slot])]
+    with _selection_threads(q.device):
+        threshold = best_v[:, k - 1].double() - slack
+        # A row is complete when its m-th value is below the threshold (or it kept every column).
+        incomplete = best_v[:, m - 1].double() >= threshold
+        if m == db.shape[0]:
+            incomplete[:] = False
+        keep = (best_v.double() >= threshold[:, None]) & ~incomplete[:, None]
+        redo = incomplete.nonzero().flatten()
+        if not values and not redo.numel():
+            return _rank_by_gaps(q, db, best_v, best_i, keep, slack, k)
+        rows, slot = keep.nonzero().unbind(1)
+        pairs = [(rows, best_i[rows, slot])]
     if redo.numel():
         pairs.append(_full_row_candidates(q, db, redo, k, slack))
     rows, cols = (torch.cat(parts) for parts in zip(*pairs, strict=True))
-    result = _rank_candidates(q, db, rows, cols, k)
+    with _selection_threads(q.device):
+        result = _rank_candidates(q, db, rows, cols, k)
     return result if values else KNNResult(None, result.indices)
+
+
+@contextlib.contextmanager
+def _selection_threads(device: torch.device) -> Iterator[None]:
+    """One intra-op thread for the CPU's selection steps after the matmul blocks.
+
+    They are dozens of small operations on the ``N × (k + 8)`` candidate tables (thresholds,
+    sorts, gathers, the re-scoring of a few pairs per row). With several threads, each one ends
+    in a barrier; when another process shares the cores, a thread that lost its core holds every
+    barrier up for a scheduler time slice, and these steps became 2-5× slower than the matmul
+    blocks before them (benchmarks/knn_speed.py, ``contended``). One thread does them at about
+    the same speed on a quiet machine. The setting is restored on exit; other devices are not
+    touched.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _rank_by_gaps(
@@ -457,18 +486,33 @@ def _top_m(q: torch.Tensor, db: torch.Tensor, m: int, chunk_size: int | None) ->
     return torch.cat(sims), torch.cat(idx)
 
 
+# Self-search: the feature dimension from which each block of x @ x.T serves both of its sides
+# (half the FLOPs). Below it the matmul is cheap next to the top-m selection, and the plain
+# row-block search is as fast quietly and much faster when another process shares the cores
+# (benchmarks/knn_speed.py); the result is the same either way.
+_SYMMETRIC_MIN_DIM = 1024
+_SELF_BLOCK = 4096
+# Candidate lists a row block collects before they are reduced to its running top m.
+_PENDING_LISTS = 8
+
+
 def _top_m_self(x: torch.Tensor, m: int, block_size: int | None) -> tuple:
     """Self-search using each block of ``x @ x.T`` for both of its sides (half the FLOPs).
 
-    Block ``(a, b)`` updates the running top-m of rows ``a`` (its rows) and of rows ``b`` (its
-    columns).
+    Block ``(a, b)``, ``b >= a``, gives candidates to rows ``a`` (its rows) and to rows ``b``
+    (its columns). Each row block collects its candidate lists and reduces them with one top-m
+    every few lists and once at the end, when its last block is done: few, large operations,
+    which keep their speed when another process shares the cores (a merge per block did not).
+    Low-dimensional features use the row-block search (:data:`_SYMMETRIC_MIN_DIM`).
     """
-    n = x.shape[0]
-    block_size = block_size or 2048
-    best_v = x.new_full((n, m), -torch.inf)
-    best_i = torch.full((n, m), n, dtype=torch.int64, device=x.device)
-    buffer = x.new_empty(min(block_size, n) ** 2)
+    n, dim = x.shape
+    if dim < _SYMMETRIC_MIN_DIM and block_size is None:
+        return _top_m(x, x, m, None)
+    block_size = block_size or _SELF_BLOCK
     starts = range(0, n, block_size)
+    pending: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {a: [] for a in starts}
+    best_v, best_i = [], []
+    buffer = x.new_empty(min(block_size, n) ** 2)
     for a in starts:
         xa = x[a : a + block_size]
         for b in starts:
@@ -477,28 +521,28 @@ def _top_m_self(x: torch.Tensor, m: int, block_size: int | None) -> tuple:
             xb = x[b : b + block_size]
             sims = buffer[: xa.shape[0] * xb.shape[0]].view(xa.shape[0], xb.shape[0])
             torch.mm(xa, xb.t(), out=sims)
-            _merge(best_v, best_i, a, *sims.topk(min(m, xb.shape[0]), dim=1), offset=b)
+            v, i = sims.topk(min(m, xb.shape[0]), dim=1, sorted=False)
+            pending[a].append((v, i + b))
             if b != a:
-                _merge(best_v, best_i, b, *sims.t().topk(min(m, xa.shape[0]), dim=1), offset=a)
-    return best_v, best_i
+                v, i = sims.t().topk(min(m, xa.shape[0]), dim=1, sorted=False)
+                pending[b].append((v, i + a))
+                if len(pending[b]) >= _PENDING_LISTS:
+                    pending[b] = [_reduce(pending[b], m, sorted_=False)]
+        v, i = _reduce(pending.pop(a), m, sorted_=True)  # rows a have seen every column
+        best_v.append(v)
+        best_i.append(i)
+    return torch.cat(best_v), torch.cat(best_i)
 
 
-def _merge(
-    best_v: torch.Tensor,
-    best_i: torch.Tensor,
-    start: int,
-    values: torch.Tensor,
-    indices: torch.Tensor,
-    offset: int,
-) -> None:
-    """Merge a block's top values into rows ``start:`` of the running top-m (descending)."""
-    rows = slice(start, start + values.shape[0])
-    m = best_v.shape[1]
-    merged_v = torch.cat([best_v[rows], values], dim=1)
-    merged_i = torch.cat([best_i[rows], indices + offset], dim=1)
-    top = merged_v.topk(m, dim=1, sorted=True)
-    best_v[rows] = top.values
-    best_i[rows] = merged_i.gather(1, top.indices)
+def _reduce(
+    lists: list[tuple[torch.Tensor, torch.Tensor]], m: int, sorted_: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The m largest of candidate lists ``(values, columns)`` of the same rows (any order of
+    ties; descending when ``sorted_``)."""
+    values = torch.cat([v for v, _ in lists], dim=1)
+    columns = torch.cat([i for _, i in lists], dim=1)
+    top = values.topk(min(m, values.shape[1]), dim=1, sorted=sorted_)
+    return top.values, columns.gather(1, top.indices)
 
 
 # --- bf16 candidates (CPU self-search) -----------------------------------------------------------
@@ -539,7 +583,8 @@ def _from_bf16_candidates(
     if redo.numel():
         extra = _full_row_candidates(x, x, redo, k, slack)
         rows, cols = torch.cat([rows, extra[0]]), torch.cat([cols, extra[1]])
-    result = _rank_candidates(x, x, rows, cols, k)
+    with _selection_threads(x.device):
+        result = _rank_candidates(x, x, rows, cols, k)
     # Self-check of the certificate: a certified row's k-th value is >= its lower bound. It
     # cannot fail unless the bf16 GEMM breaks its error model; such rows are redone in float32.
     broken = certified & (result.similarities[:, k - 1].double() < found.kth_lower_bound)
