@@ -54,7 +54,7 @@ sys.path.insert(0, str(HERE))
 
 from clustering_scale import make_features  # noqa: E402
 
-from reid_clustering import dbscan_pseudo_labels, knn_search  # noqa: E402
+from reid_clustering import SPARSE_THRESHOLD, dbscan_pseudo_labels, knn_search  # noqa: E402
 
 DEFAULT_SIZES = ("6000:256", "12936:2048")
 TARGET_RATIO = 1.5
@@ -378,7 +378,7 @@ def measure_jaccard(args: argparse.Namespace) -> dict[str, Any]:
         "ari": float(adjusted_rand_score(labels_ours, labels_dense)),
         "clusters": int(labels_ours.max() + 1),
         "outliers": int((labels_ours == -1).sum()),
-        "sparse_path": n > 8192,
+        "sparse_path": n > SPARSE_THRESHOLD,
     }
 
 
