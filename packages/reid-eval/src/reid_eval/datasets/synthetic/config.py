@@ -78,7 +78,7 @@ class SyntheticConfig:
             downsample), 1..4.
     """
 
-    num_train_ids: int = 100
+    num_train_ids: int = 200
     num_test_ids: int = 100
     num_cameras: int = 6
     height: int = 128
