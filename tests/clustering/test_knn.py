@@ -480,3 +480,31 @@ def test_indices_only_search_gives_the_same_indices(k: int) -> None:
     assert torch.equal(
         knn_search(x[:30], x, k=k, similarities=False).indices, knn_search(x[:30], x, k=k).indices
     )
+
+
+@pytest.mark.parametrize("held", [1, 500])
+def test_bf16_candidates_compacted_midway_are_the_same(
+    monkeypatch: pytest.MonkeyPatch, held: int
+) -> None:
+    """Pairs below their row's current threshold are dropped whenever more than _HELD_PAIRS are
+    held (thresholds only rise): the search's answer cannot change."""
+    x, _ = clustered_features(25, 17, dim=64, seed=11)
+    monkeypatch.setattr(_knn_bf16, "_BF16_BLOCK", 64)  # many blocks: many compactions
+    reference = knn_search(x, k=12, precision="exact")
+    monkeypatch.setattr(_knn_bf16, "_HELD_PAIRS", held)
+    _assert_identical(knn_search(x, k=12, precision="bf16-candidates"), reference)
+
+
+def test_strided_views_are_searched_like_their_copies() -> None:
+    """A part of [N, P, D] features (what cross agreement passes) needs no contiguous copy."""
+    x, _ = clustered_features(20, 12, dim=48, seed=5)
+    parts = torch.from_numpy(np.stack([x, x[::-1].copy()], axis=1))  # [N, 2, D]
+    view = parts[:, 1, :]
+    assert not view.is_contiguous()
+    for precision in ("exact", "bf16-candidates"):
+        for sims in (True, False):
+            got = knn_search(view, k=9, precision=precision, similarities=sims)
+            want = knn_search(view.contiguous(), k=9, precision=precision, similarities=sims)
+            assert torch.equal(got.indices, want.indices)
+            if sims:
+                assert torch.equal(got.similarities, want.similarities)

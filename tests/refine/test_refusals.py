@@ -114,3 +114,15 @@ def test_soft_cross_entropy_sum_and_none_of_an_empty_batch_are_defined() -> None
     empty = torch.zeros(0, K)
     assert soft_cross_entropy(empty, empty, reduction="sum").item() == 0.0
     assert soft_cross_entropy(empty, empty, reduction="none").shape == (0,)
+
+
+def test_finite_check_in_chunks_finds_a_late_nan() -> None:
+    from reid_refine._checks import _all_finite
+
+    x = torch.zeros(50, 3, 7)
+    assert _all_finite(x, chunk_elements=8)
+    x[49, 2, 6] = float("nan")
+    assert not _all_finite(x, chunk_elements=8)
+    assert not _all_finite(x)
+    x[49, 2, 6] = float("-inf")
+    assert not _all_finite(x, chunk_elements=100)

@@ -37,6 +37,9 @@ __all__ = ["Candidates", "certified_candidates"]
 
 # Rows (and columns) per block of the bf16 candidate pass.
 _BF16_BLOCK = 2048
+# Candidate pairs held before those below their row's current threshold are dropped (18 bytes
+# each: about 140 MiB).
+_HELD_PAIRS = 1 << 23
 
 
 class Candidates(NamedTuple):
@@ -63,8 +66,9 @@ def certified_candidates(x: torch.Tensor, k: int, ranking_error: torch.Tensor) -
         product could overflow); the caller then searches in float32.
     """
     n = x.shape[0]
-    x = x.contiguous()
-    xb = x.to(torch.bfloat16)  # round to nearest even
+    # Round to nearest even. x itself may be a strided view (a part of [N, P, D] features): it
+    # is only read row block by row block, so no float32 copy of it is made.
+    xb = x.to(torch.bfloat16).contiguous()
     rho = _bf16_error_bound(x, xb)
     if rho is None:
         return None
@@ -180,9 +184,13 @@ def _bf16_candidates(
     best = xb.new_full((n, k), -torch.inf)
     buffer = xb.new_empty(block * block)
     found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    held = 0  # pairs in found
     starts = range(0, n, block)
     pairs = [(a, a) for a in starts] + [(a, b) for a in starts for b in starts if b > a]
     for a, b in pairs:
+        if held > _HELD_PAIRS:
+            found = [_compact(found, best, rho)]
+            held = found[0][0].numel()
         xa, xc = xb[a : a + block], xb[b : b + block]
         sims = buffer[: xa.shape[0] * xc.shape[0]].view(xa.shape[0], xc.shape[0])
         torch.mm(xa, xc.t(), out=sims)
@@ -190,13 +198,31 @@ def _bf16_candidates(
         tau = _raise_bound(best, a, maxima, rho)
         r, c, v = _group_hits(sims, maxima, tau, group)
         found.append((r + a, c + b, v))
+        held += r.numel()
         if b != a:  # the same block, seen from its columns' rows
             maxima = _group_max(sims, group, 0)
             tau = _raise_bound(best, b, maxima, rho)
             c, r, v = _group_hits(sims.t(), maxima, tau, group)
             found.append((c + b, r + a, v))
+            held += c.numel()
     rows, cols, vals = (torch.cat(parts) for parts in zip(*found, strict=True))
     return rows, cols, vals, best.amin(dim=1)
+
+
+def _compact(
+    found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    best: torch.Tensor,
+    rho: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs found so far that still reach their row's current threshold.
+
+    A row's threshold only rises as blocks are seen, and the final selection keeps the pairs at
+    or above the final one, so a pair below the current threshold can never be kept: dropping
+    it now changes nothing but the memory held (bounded by about :data:`_HELD_PAIRS`).
+    """
+    rows, cols, vals = (torch.cat(parts) for parts in zip(*found, strict=True))
+    keep = vals.float() >= _candidate_threshold(best.amin(dim=1), rho)[rows]
+    return rows[keep], cols[keep], vals[keep]
 
 
 def _group_max(sims: torch.Tensor, group: int, dim: int) -> torch.Tensor:

@@ -143,9 +143,12 @@ def cross_agreement(
     at hand (e.g. the clustering's own).
 
     **Contract of** ``knn``: it is called as ``knn(x, m)`` with ``m = k + 1`` and ``x`` a
-    detached, contiguous ``[N, D]`` tensor of the caller's dtype on the features' device: first
+    detached ``[N, D]`` tensor of the caller's dtype on the features' device: first
     ``global_feats`` (unless ``global_ranked`` is given), then ``part_feats[:, p, :]`` for
-    each part p in order. It must return an int64 tensor ``[N, m]`` on the same device whose
+    each part p in order. A part is passed as that view, not copied (a copy would be
+    ``N × D_p`` floats, 0.8 GB at 100k × 2048): ``x`` may be non-contiguous, and a search that
+    needs contiguous memory (faiss, for example) calls ``x.contiguous()`` itself. It must
+    return an int64 tensor ``[N, m]`` on the same device whose
     row i holds the ``m`` row indices j with the largest inner products ``⟨x_i, x_j⟩`` over
     all N rows (a self-search: i is a candidate), in descending order of that inner product,
     ties to the lower index, no index twice. Column 0 is dropped **by position**: it is
@@ -223,7 +226,7 @@ def _check_k(k: object, n: int) -> None:
 
 def _knn_ranked_lists(knn: KNNFunction, feats: torch.Tensor, k: int, name: str) -> torch.Tensor:
     """``knn(feats, k + 1)`` checked, with its first column dropped by position → ``[N, k]``."""
-    ranked = knn(feats.detach().contiguous(), k + 1)
+    ranked = knn(feats.detach(), k + 1)
     what = f"knn({name}, m={k + 1}) returned a ranked list that"
     _check_ranked(ranked, what, feats.shape[0], k + 1, feats.device, exact=True)
     return ranked[:, 1:]
