@@ -38,8 +38,8 @@ __all__ = ["Candidates", "certified_candidates"]
 # Rows (and columns) per block of the bf16 candidate pass.
 _BF16_BLOCK = 2048
 # Candidate pairs held before those below their row's current threshold are dropped (18 bytes
-# each: about 140 MiB).
-_HELD_PAIRS = 1 << 23
+# each: about 36 MiB).
+_HELD_PAIRS = 1 << 21
 
 
 class Candidates(NamedTuple):
@@ -184,13 +184,14 @@ def _bf16_candidates(
     best = xb.new_full((n, k), -torch.inf)
     buffer = xb.new_empty(block * block)
     found: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    held = 0  # pairs in found
+    held, limit = 0, _HELD_PAIRS  # pairs in found; compact above the limit
     starts = range(0, n, block)
     pairs = [(a, a) for a in starts] + [(a, b) for a in starts for b in starts if b > a]
     for a, b in pairs:
-        if held > _HELD_PAIRS:
+        if held > limit:
             found = [_compact(found, best, rho)]
             held = found[0][0].numel()
+            limit = max(_HELD_PAIRS, 2 * held)  # amortised: at most twice what must be kept
         xa, xc = xb[a : a + block], xb[b : b + block]
         sims = buffer[: xa.shape[0] * xc.shape[0]].view(xa.shape[0], xc.shape[0])
         torch.mm(xa, xc.t(), out=sims)

@@ -188,8 +188,8 @@ def knn_search(
         if not bool(torch.isfinite(sims).all()):
             raise ValueError(
                 "the features' inner products overflow float32 (feature values up to "
-                f"{float(q.abs().amax()) * scale**0.5:.3g}); L2-normalise (or rescale) the "
-                "features first"
+                f"{max(float(q.amax()), -float(q.amin())) * scale**0.5:.3g}); L2-normalise "
+                "(or rescale) the features first"
             )
         result = KNNResult(sims, result.indices)
     return result
@@ -205,7 +205,7 @@ def _rescaled(q: torch.Tensor, db: torch.Tensor | None) -> tuple[torch.Tensor, t
     sides = [q] if db is None else [q, db]
     exponents = []
     for x in sides:
-        peak = float(x.abs().amax())
+        peak = max(float(x.amax()), -float(x.amin()))  # no |x| temporary of x's size
         e = 0 if peak == 0 else math.frexp(peak)[1]
         exponents.append(0 if -32 <= e <= 32 else e)
     if not any(exponents):
