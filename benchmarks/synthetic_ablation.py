@@ -376,11 +376,16 @@ def main() -> int:
     print(table)
     print("\n".join(props))
     compute = sum(r["compute_s"] for r in runs)
+    median_run = statistics.median(r["compute_s"] for r in runs) if runs else 0.0
     pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
+    wanted = sum(
+        1 for seed in args.seeds for row in rows
+        if row.core or seed in args.seeds[: args.other_seeds]
+    )  # fmt: skip
     partial = (
-        "\n\n**Partial sweep** (`--only-finished`): only the rows and seeds finished so far; "
-        "the sweep goes on and rewrites this section."
-        if args.only_finished
+        f"\n\n**Partial sweep** (`--only-finished`): {len(runs)} of its {wanted} runs, the rows "
+        "and seeds finished so far; the sweep goes on and rewrites this section."
+        if len(runs) < wanted
         else ""
     )
     body = f"""## Synthetic proxy: paired-seed ablation ({pair})
@@ -391,7 +396,8 @@ dataset only), then the row's `configs/synthetic_*.yaml` on the target without i
 difference to `baseline` over the same seeds, with a 95 % t interval. F1 and clusters: the last
 epoch's pseudo labels. Regenerate with `python benchmarks/synthetic_ablation.py`; the runs took
 {compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
-machine; this invocation {(time.perf_counter() - start) / 60:.0f} min).{partial}
+machine and any pause of the sweep; median run {median_run:.0f} s; this invocation
+{(time.perf_counter() - start) / 60:.0f} min).{partial}
 
 Machine: {machine()}.
 
