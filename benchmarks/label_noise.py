@@ -66,6 +66,7 @@ from synthetic_ablation import (  # noqa: E402
     finished,
     make_data,
     mean_std,
+    optim_of,
     paired_ci,
     reid_train,
     slug,
@@ -150,13 +151,14 @@ def run_all(args: argparse.Namespace, rows: list[Row]) -> list[dict]:
             for row in rows:
                 out = work / f"noise{rate:g}" / slug(row.name) / f"seed{seed}"
                 n_epochs = epochs(row.config, args.extra)
-                done = finished(out, n_epochs)
+                done = finished(out, n_epochs, optim_of(row.config, args.extra))
                 if done is None:
                     t0 = time.perf_counter()
                     reid_train(row.config, out, [
                         *BUDGET, *row.overrides, "cluster.labels=noisy_ground_truth",
                         f"cluster.label_noise={rate:g}", f"cluster.label_noise_seed={seed}",
-                        f"data.data_root={target}", f"model.pretrained={pre / 'last'}",
+                        f"data.data_root={target}", f"data.synthetic_seed={args.target_seed}",
+                        f"model.pretrained={pre / 'last'}",
                         f"runtime.seed={seed}", *args.extra,
                     ])  # fmt: skip
                     done = finished(out, n_epochs)

@@ -162,14 +162,15 @@ def epochs_of(config: str) -> int:
     return load_config(ROOT / config).optim.epochs
 
 
-def optim_of(config: str) -> dict:
-    """The ``optim`` section of a config, as its run's ``config.yaml`` records it."""
+def optim_of(config: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The ``optim`` section of a config (with ``overrides``), as its run's ``config.yaml``
+    records it."""
     from dataclasses import asdict
 
     from reid_train.config import load_config
 
-    return {k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in asdict(load_config(ROOT / config).optim).items()}  # fmt: skip
+    optim = load_config(ROOT / config, overrides).optim
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(optim).items()}
 
 
 def make_data(path: Path, seed: int, source: bool) -> Path:
