@@ -128,14 +128,20 @@ def source_model(args: argparse.Namespace, work: Path) -> Path:
     """The supervised source run (synthetic_ablation's step, with ``--extra``), or
     ``--source-model``."""
     if args.source_model is not None:
-        if finished(args.source_model, epochs(SOURCE_CONFIG, [])) is None:
+        if finished(args.source_model, epochs(SOURCE_CONFIG, []), optim_of(SOURCE_CONFIG)) is None:
             sys.exit(f"--source-model {args.source_model} is not a finished source run")
         return args.source_model
     source = make_data(work / "data_source", args.source_seed, source=True)
     pre = work / "source_model"
-    if finished(pre, epochs(SOURCE_CONFIG, args.extra)) is None:
+    if (
+        finished(pre, epochs(SOURCE_CONFIG, args.extra), optim_of(SOURCE_CONFIG, args.extra))
+        is None
+    ):
         print(f"supervised source model on {source} (seed {args.source_seed})", flush=True)
-        reid_train(SOURCE_CONFIG, pre, [*BUDGET, f"data.data_root={source}", *args.extra])
+        reid_train(SOURCE_CONFIG, pre, [
+            *BUDGET, f"data.data_root={source}", f"data.synthetic_seed={args.source_seed}",
+            *args.extra,
+        ])  # fmt: skip
     return pre
 
 
