@@ -86,7 +86,7 @@ def compute_jaccard_distance(
             either way; ``"auto"`` takes the certified bf16-candidate search where it is faster).
 
     Returns:
-        The Jaccard distance matrix, symmetric up to float32 rounding, with a ~0 diagonal.
+        The Jaccard distance matrix, exactly symmetric, with a ~0 diagonal.
 
     Raises:
         ValueError: features not 2-D, NaN/inf, zero-norm rows (with ``normalize``), ``N <= k1``,
