@@ -432,11 +432,9 @@ def _jaccard_all_pairs(
         entry = torch.arange(int(encoding.indptr[start]), int(encoding.indptr[stop]), device=device)
         entry_row = encoding.row_ids_between(start, stop)
         source, pair = _expand_segments(where[entry], upper[entry])
-        mins = torch.minimum(encoding.values[entry][pair], columns.values[source])
-        target = entry_row[pair] * n + columns.indices[source]
-        shared = accumulator[: (stop - start) * n].zero_()
-        shared.index_add_(0, target, mins)
-        shared = shared.view(stop - start, n)
+        shared = _accumulate(
+            encoding, columns, entry, entry_row, source, pair, accumulator, stop - start
+        )
         r, c = shared.nonzero(as_tuple=True)  # pairs j >= i sharing support: J < 1
         jac = _distance_from_shared(shared[r, c], clip)
         r = r + start
@@ -481,7 +479,6 @@ def _shared_support(
     encoding: RowSparse, columns: RowSparse, block_rows: torch.Tensor, accumulator: torch.Tensor
 ) -> torch.Tensor:
     """``S[b, j] = Σ_t min(V[block_rows[b], t], V[j, t])`` as a dense float32 block."""
-    n = encoding.num_rows
     # Every stored entry (i, t) of the block's rows, t ascending within each row ...
     entry, entry_row = _expand_segments(
         encoding.indptr[block_rows], encoding.row_counts()[block_rows]
@@ -489,11 +486,34 @@ def _shared_support(
     t = encoding.indices[entry]
     # ... paired with every row j that also holds column t.
     source, pair = _expand_segments(columns.indptr[t], columns.row_counts()[t])
+    return _accumulate(
+        encoding, columns, entry, entry_row, source, pair, accumulator, block_rows.numel()
+    )
+
+
+def _accumulate(
+    encoding: RowSparse,
+    columns: RowSparse,
+    entry: torch.Tensor,
+    entry_row: torch.Tensor,
+    source: torch.Tensor,
+    pair: torch.Tensor,
+    accumulator: torch.Tensor,
+    rows: int,
+) -> torch.Tensor:
+    """``S[b, j] += min(V[i, t], V[j, t])`` for every visited triple, as a dense float32 block.
+
+    ``entry``/``entry_row``: the block's stored entries ``(i, t)`` of ``V`` and their row in the
+    block; ``source``/``pair``: for each triple, the position of ``(j, t)`` in ``columns`` and
+    which entry it pairs with; ``rows``: the block's number of rows. Triples are added in entry
+    order (``t`` ascending per row).
+    """
+    n = encoding.num_rows
     mins = torch.minimum(encoding.values[entry][pair], columns.values[source])
     target = entry_row[pair] * n + columns.indices[source]
-    shared = accumulator[: block_rows.numel() * n].zero_()  # reused: no page faults per block
+    shared = accumulator[: rows * n].zero_()  # reused: no page faults per block
     shared.index_add_(0, target, mins)
-    return shared.view(block_rows.numel(), n)
+    return shared.view(rows, n)
 
 
 def _expand_segments(
