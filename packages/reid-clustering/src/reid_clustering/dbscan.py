@@ -29,8 +29,8 @@ __all__ = [
 SPARSE_THRESHOLD = 2048
 """Above this many samples :func:`dbscan_pseudo_labels` uses the sparse radius graph by default.
 It was the faster path from about 2,000-3,000 samples on in an informal timing on 2 CPU cores
-(200 to 8,000 samples of 256-d features), and a dense Jaccard matrix needs ``4·N²`` bytes (17 MB at 2,048, 4.3 GB
-at MSMT17's 32,621). Both paths give the same labels."""
+(200 to 8,000 samples of 256-d features), and a dense Jaccard matrix needs ``4·N²`` bytes
+(17 MB at 2,048, 4.3 GB at MSMT17's 32,621). Both paths give the same labels."""
 
 
 class NoClustersWarning(UserWarning):
