@@ -28,7 +28,7 @@ unfinished one is redone, so an interrupted sweep continues where it stopped (a 
 ``--extra`` needs another ``--workdir``: finished runs are not compared with it). From the
 repository root:
 
-    python benchmarks/label_noise.py                                 # all rows, about an hour
+    python benchmarks/label_noise.py                                 # all rows, about 1.7 h
     python benchmarks/label_noise.py --rows CE PPLR --noise 0 0.4 --no-write
     python benchmarks/label_noise.py --workdir /tmp/ln_smoke --seeds 1 --noise 0 0.4 \\
         --no-write --plot /tmp/ln_smoke.png \\
@@ -137,6 +137,8 @@ def source_model(args: argparse.Namespace, work: Path) -> Path:
         finished(pre, epochs(SOURCE_CONFIG, args.extra), optim_of(SOURCE_CONFIG, args.extra))
         is None
     ):
+        if args.only_finished:
+            raise SystemExit(f"--only-finished: no finished source model in {pre}")
         print(f"supervised source model on {source} (seed {args.source_seed})", flush=True)
         reid_train(SOURCE_CONFIG, pre, [
             *BUDGET, f"data.data_root={source}", f"data.synthetic_seed={args.source_seed}",
@@ -152,12 +154,14 @@ def run_all(args: argparse.Namespace, rows: list[Row]) -> list[dict]:
     pre = source_model(args, work)
     counts = NoiseCounts(target)
     runs = []
-    for rate in args.noise:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: an interrupted sweep has every noise level of seed 1
+        for rate in args.noise:
             for row in rows:
                 out = work / f"noise{rate:g}" / slug(row.name) / f"seed{seed}"
                 n_epochs = epochs(row.config, args.extra)
                 done = finished(out, n_epochs, optim_of(row.config, args.extra))
+                if done is None and args.only_finished:
+                    continue
                 if done is None:
                     t0 = time.perf_counter()
                     reid_train(row.config, out, [
@@ -339,6 +343,12 @@ def main() -> int:
         "instead of training one in --workdir",
     )
     parser.add_argument(
+        "--only-finished",
+        action="store_true",
+        help="train nothing: tabulate the runs finished so far (a partial table while the "
+        "sweep goes on)",
+    )
+    parser.add_argument(
         "--extra",
         nargs="+",
         default=[],
@@ -373,6 +383,13 @@ def main() -> int:
     compute = sum(r["compute_s"] for r in runs)
     pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
     extra = f" Extra overrides: `{' '.join(args.extra)}`." if args.extra else ""
+    wanted = len(args.seeds) * len(noise) * len(rows)
+    partial = (
+        f"\n\n**Partial sweep** (`--only-finished`): {len(runs)} of its {wanted} runs, the "
+        "seeds finished so far; the sweep goes on and rewrites this section."
+        if len(runs) < wanted
+        else ""
+    )
     body = f"""## Label refinement under controlled label noise ({pair})
 
 The claim under test: label refinement (PPLR's AALS + PGLR, DCLS's dynamic smoothing) makes
@@ -386,7 +403,7 @@ interval). Rows: CE and constant LS (ε 0.1) on `{BASELINE}`, PPLR (AALS + PGLR)
 `{PPLR}`, DCLS (full) on `{DCLS}`; one evaluation after the last epoch. Seeds
 {", ".join(map(str, args.seeds))}.{extra} Regenerate with `python benchmarks/label_noise.py`; the
 runs took {compute / 60:.0f} min of compute (this invocation
-{(time.perf_counter() - start) / 60:.0f} min). Machine: {machine()}.
+{(time.perf_counter() - start) / 60:.0f} min). Machine: {machine()}.{partial}
 {figure}
 {table}
 """

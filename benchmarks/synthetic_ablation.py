@@ -148,6 +148,8 @@ def finished(out: Path, epochs: int, optim: dict | None = None) -> dict | None:
             "epoch": h["epoch"], "clusters": h["clusters"],
             "true_identities": q.get("true_identities"), "pairwise_f1": q.get("pairwise_f1"),
             "pairwise_precision": q.get("pairwise_precision"), "nmi": q.get("nmi"),
+            "agreement": h.get("agreement") or [], "beta": h.get("beta") or [],
+            "losses": h.get("losses", {}),
         })  # fmt: skip
     compute = sum(sum(h["times"].values()) for h in history)
     return {
@@ -294,6 +296,41 @@ def ablation_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def _per_part(values: list[list[float]]) -> str:
+    """Mean over runs of per-part values, as ``a / b / c``."""
+    return " / ".join(f"{statistics.fmean(part):.2f}" for part in zip(*values, strict=True))
+
+
+def diagnostics_table(results: dict[str, list[dict]]) -> str:
+    """What the refinements saw, for the rows with a part model: the mean cross agreement of
+    each part (PPLR's C_i(g, p_n), top part first) in the first and the last epoch, DCLS's
+    per-part smoothing weight beta in the last epoch, and the last epoch's mean loss terms.
+    Means over the row's finished seeds; empty when no row recorded them."""
+    lines = [
+        "| row | seeds | cross agreement, first epoch | cross agreement, last epoch "
+        "| DCLS beta, last epoch | last-epoch losses |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        first = [r["epochs"][0].get("agreement") or [] for r in runs]
+        last = [r["epochs"][-1].get("agreement") or [] for r in runs]
+        beta = [r["epochs"][-1].get("beta") or [] for r in runs]
+        if not runs or not (all(last) or all(beta)):
+            continue
+        terms = sorted({k for r in runs for k in r["epochs"][-1].get("losses", {})})
+        losses = ", ".join(
+            f"{k} {statistics.fmean(r['epochs'][-1]['losses'][k] for r in runs):.2f}"
+            for k in terms
+            if all(k in r["epochs"][-1].get("losses", {}) for r in runs)
+        )
+        lines.append(
+            f"| {name} | {len(runs)} | {_per_part(first) if all(first) else '–'} "
+            f"| {_per_part(last) if all(last) else '–'} | {_per_part(beta) if all(beta) else '–'} "
+            f"| {losses} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def regime_properties(results: dict[str, list[dict]]) -> tuple[list[str], bool]:
     """The proxy's required properties for one seed pair: table lines and whether all hold."""
     sup = [r["mAP"] for r in results.get("supervised", [])]
@@ -373,8 +410,11 @@ def main() -> int:
         args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
         print(f"wrote {args.json}")
     table = ablation_table(results)
+    diagnostics = diagnostics_table(results)
     props, ok = regime_properties(results)
     print(table)
+    if diagnostics:
+        print(diagnostics)
     print("\n".join(props))
     compute = sum(r["compute_s"] for r in runs)
     median_run = statistics.median(r["compute_s"] for r in runs) if runs else 0.0
@@ -407,6 +447,13 @@ Machine: {machine()}.
 Regime properties for this seed pair ({"all hold" if ok else "NOT all hold"}):
 
 {chr(10).join(props)}
+"""
+    if diagnostics:
+        body += f"""
+What the refinements saw (means over each row's seeds; per part, top part first; the losses are
+the last epoch's means over its iterations, CE terms against the row's refined targets):
+
+{diagnostics}
 """
     if args.write:
         name = "synthetic-ablation"
