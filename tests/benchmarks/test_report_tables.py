@@ -1,0 +1,158 @@
+"""The evidence scripts' arithmetic: the paired 95 % interval, the proxy's property checks, the
+ablation and diagnostics tables, and the label-noise benchmark's shared-noise check. Pure
+functions on hand-made records; nothing is trained."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ablation = _load("synthetic_ablation")
+label_noise = _load("label_noise")
+
+
+def _run(
+    seed: int,
+    m_ap: float,
+    f1: tuple[float, float] = (0.2, 0.7),
+    clusters: int = 180,
+    agreement: tuple[list[float], list[float]] = ([], []),
+    beta: list[float] | None = None,
+    losses: dict[str, float] | None = None,
+) -> dict:
+    first, last = agreement
+    return {
+        "seed": seed, "mAP": m_ap, "rank1": m_ap + 1, "compute_s": 1.0,
+        "epochs": [
+            {"epoch": 0, "clusters": 90, "true_identities": 200, "pairwise_f1": f1[0],
+             "agreement": first, "beta": [], "losses": {}},
+            {"epoch": 1, "clusters": clusters, "true_identities": 200, "pairwise_f1": f1[1],
+             "agreement": last, "beta": beta or [], "losses": losses or {}},
+        ],
+    }  # fmt: skip
+
+
+def test_paired_ci_known_answer() -> None:
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt(3)
+    mean, lo, hi = ablation.paired_ci([1.0, 3.0, 6.0], [0.0, 1.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)
+    assert mean == pytest.approx(2.0)
+    assert (lo, hi) == pytest.approx((2.0 - half, 2.0 + half), rel=1e-9)
+    one = ablation.paired_ci([5.0], [2.0])
+    assert one[0] == 3.0 and math.isnan(one[1]) and math.isnan(one[2])
+    with pytest.raises(ValueError):  # pairs by position: unequal lengths are a bug
+        ablation.paired_ci([1.0, 2.0], [1.0])
+
+
+def test_mean_std() -> None:
+    assert ablation.mean_std([1.0, 2.0, 3.0]) == "2.0 ± 1.0"
+    assert ablation.mean_std([0.5], 2) == "0.50 ± 0.00"
+
+
+def _results(**changes: object) -> dict[str, list[dict]]:
+    sup = changes.get("supervised", [70.0, 72.0])
+    base = changes.get("baseline", [_run(1, 60.0), _run(2, 62.0)])
+    return {
+        "supervised": [_run(i + 1, m, (1.0, 1.0), 200) for i, m in enumerate(sup)],
+        "baseline": base,
+    }
+
+
+def test_regime_properties_all_hold() -> None:
+    lines, ok = ablation.regime_properties(_results())
+    assert ok and len(lines) == 5 and all(line.startswith("- PASS") for line in lines)
+    assert "supervised mAP 71.0 >= 60" in lines[0]
+    assert "(35.5)" in lines[1]  # half of the supervised mean
+    assert "0.20 → 0.70, 0.20 → 0.70" in lines[2]
+    assert "0.90, 0.90" in lines[4]
+
+
+@pytest.mark.parametrize(
+    ("changes", "failing"),
+    [
+        ({"supervised": [58.0, 61.0]}, 0),  # mean 59.5 < 60
+        ({"baseline": [_run(1, 30.0), _run(2, 40.0)]}, 1),  # 35 < half of 71
+        ({"baseline": [_run(1, 60.0), _run(2, 60.0, f1=(0.7, 0.6))]}, 2),  # F1 falls
+        ({"baseline": [_run(1, 60.0), _run(2, 60.0, f1=(0.2, 0.45))]}, 3),  # ends < 0.5
+        ({"baseline": [_run(1, 60.0), _run(2, 60.0, clusters=139)]}, 4),  # 0.695 < 0.7
+        ({"baseline": [_run(1, 60.0), _run(2, 60.0, clusters=261)]}, 4),  # 1.305 > 1.3
+    ],
+)
+def test_regime_properties_each_failure(changes: dict, failing: int) -> None:
+    lines, ok = ablation.regime_properties(_results(**changes))
+    assert not ok
+    assert [line.startswith("- FAIL") for line in lines] == [i == failing for i in range(5)]
+
+
+def test_regime_properties_need_both_rows() -> None:
+    lines, ok = ablation.regime_properties({"baseline": [_run(1, 60.0)]})
+    assert not ok and "needs the supervised and baseline rows" in lines[0]
+
+
+def test_ablation_table_pairs_by_seed() -> None:
+    results = {
+        "baseline": [_run(1, 60.0), _run(2, 62.0), _run(3, 61.0)],
+        # seed 3 missing, seed 4 has no baseline: only seeds 1 and 2 pair (+2, +4)
+        "method": [_run(1, 62.0), _run(2, 66.0), _run(4, 99.0)],
+    }
+    table = ablation.ablation_table(results)
+    row = next(line for line in table.splitlines() if line.startswith("| method"))
+    half = 12.706204736174698 * math.sqrt(2) / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
+    assert f"+3.0 ({3 - half:+.1f}, {3 + half:+.1f})" in row
+    assert row.startswith("| method | 3 | 75.7 ± 20.3 |")
+    base = next(line for line in table.splitlines() if line.startswith("| baseline"))
+    assert "| – |" in base
+
+
+def test_diagnostics_table_means_per_part_and_skips_rows_without_parts() -> None:
+    results = {
+        "baseline": [_run(1, 60.0)],
+        "PPLR": [
+            _run(1, 50.0, agreement=([0.2, 0.3], [0.4, 0.6]), losses={"part_ce": 3.0}),
+            _run(2, 52.0, agreement=([0.4, 0.5], [0.2, 0.8]), losses={"part_ce": 2.0}),
+        ],
+        "DCLS": [_run(1, 55.0, beta=[0.5, 0.25], losses={"local_ce": 1.0})],
+    }
+    lines = ablation.diagnostics_table(results).splitlines()
+    assert len(lines) == 4 and not any(line.startswith("| baseline") for line in lines)
+    assert lines[2] == "| PPLR | 2 | 0.30 / 0.40 | 0.30 / 0.70 | – | part_ce 2.50 |"
+    assert lines[3] == "| DCLS | 1 | – | – | 0.50 / 0.25 | local_ce 1.00 |"
+    assert ablation.diagnostics_table({"baseline": [_run(1, 60.0)]}) == ""
+
+
+def test_label_noise_delta_pairs_by_seed_and_checks_shared_noise() -> None:
+    ce = [{"seed": 1, "mAP": 50.0}, {"seed": 2, "mAP": 52.0}]
+    pplr = [{"seed": 2, "mAP": 55.0}, {"seed": 3, "mAP": 90.0}]
+    assert label_noise._delta(pplr, ce) == "+3.0"  # only seed 2 pairs
+    assert label_noise._delta([], ce) == "–"
+    runs = [
+        {"row": "CE", "noise": 0.2, "seed": 1, "realised_noise": 0.2,
+         "noise_counts": {"rate": 0.2}},
+        {"row": "PPLR", "noise": 0.2, "seed": 1, "realised_noise": 0.19,
+         "noise_counts": {"rate": 0.2}},
+        {"row": "DCLS", "noise": 0.2, "seed": 1, "realised_noise": None,
+         "noise_counts": {"rate": 0.2}},
+    ]  # fmt: skip
+    problems = label_noise.check_shared_noise(runs)
+    assert len(problems) == 2
+    assert "PPLR noise 0.2 seed 1: realised noise 0.1900, expected 0.2000" in problems[0]
+    assert "DCLS" in problems[1] and "no label_noise" in problems[1]
