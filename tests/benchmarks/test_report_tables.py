@@ -152,7 +152,12 @@ def test_label_noise_delta_pairs_by_seed_and_checks_shared_noise() -> None:
         {"row": "DCLS", "noise": 0.2, "seed": 1, "realised_noise": None,
          "noise_counts": {"rate": 0.2}},
     ]  # fmt: skip
+    runs.append(
+        {"row": "CE", "noise": 0.2, "seed": 2, "realised_noise": 0.2,
+         "noise_counts": {"rate": 0.2, "describe": "20.0 % of ..."}, "noise_logged": False}
+    )  # fmt: skip
     problems = label_noise.check_shared_noise(runs)
-    assert len(problems) == 2
+    assert len(problems) == 3
+    assert "CE noise 0.2 seed 2: its stdout.log lacks the counts" in problems[2]
     assert "PPLR noise 0.2 seed 1: realised noise 0.1900, expected 0.2000" in problems[0]
     assert "DCLS" in problems[1] and "no label_noise" in problems[1]

@@ -4,6 +4,7 @@ synthetic dataset's families."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -64,18 +65,19 @@ def test_forced_choices_known_answer() -> None:
     pids = np.array([1, 1, 1, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, -1])
     cams = np.array([0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 0])
     families = {1: 0, 2: 0, 3: 1, 4: 2}
-    # N = 16, rate 3/16: B = 3, one image each for merges, splits, outliers. Pid 2 (2 images,
+    # N = 16, rate 4/16: B = 4, a merge and a split budget of one image each. Pid 2 (2 images,
     # fewer than pid 1's 4) joins pid 1 (an overshoot by one); pid 3's camera 1 (1 image, its
-    # smallest camera) is split off. Labels: pid 1+2 -> 0, pid 3 -> 1, pid 4 -> 2, split -> 3.
+    # smallest camera) is split off; the outliers take the rest of B, 4 - 2 - 1 = 1.
+    # Labels: pid 1+2 -> 0, pid 3 -> 1, pid 4 -> 2, split -> 3.
     expected = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 3, 2, 2, 2, 2, 2, 2, -1])
     corrupted = np.zeros(len(pids), dtype=bool)
     corrupted[[4, 5, 9]] = True
     outliers_seen = set()
     for seed in range(6):
-        result = noisy_labels(pids, cams, 3 / 16, seed=seed, families=families)
+        result = noisy_labels(pids, cams, 4 / 16, seed=seed, families=families)
         assert (result.merged, result.split, result.outliers) == (2, 1, 1)
         assert (result.merges, result.lookalike_merges, result.splits) == (1, 1, 1)
-        assert result.rate == pytest.approx(4 / 16) and result.requested == 3 / 16
+        assert result.rate == 4 / 16 and result.requested == 4 / 16
         (out,) = np.flatnonzero((result.labels == -1) & (pids >= 0))
         assert not corrupted[out]  # an outlier is never an image corrupted otherwise
         outliers_seen.add(int(out))
@@ -83,13 +85,17 @@ def test_forced_choices_known_answer() -> None:
         want[out] = -1
         np.testing.assert_array_equal(result.labels, want)
     assert len(outliers_seen) > 1  # the outlier is drawn by the seed
+    # B = 3: the merge's overshoot leaves no outlier; the realised rate is still exactly B / N
+    result = noisy_labels(pids, cams, 3 / 16, seed=0, families=families)
+    assert (result.merged, result.split, result.outliers, result.rate) == (2, 1, 0, 3 / 16)
 
 
 def test_the_smaller_identity_joins_and_camera_ties_are_seeded() -> None:
     pids = np.array([5, 5, 5, 9, 9, 9, 9, 9, 9, 7, 7])
     cams = np.array([0, 0, 1, 2, 2, 2, 2, 2, 2, 0, 1])
-    # N = 11, B = round(6.6) = 7: 2 merged, 2 split, 3 outliers. Pid 5 (3 images) joins pid 9
-    # (6 images); pid 7 has one image per camera, so only 1 is split (no other candidate).
+    # N = 11, B = round(6.6) = 7, budgets of 2 merged and 2 split. Pid 5 (3 images) joins pid 9
+    # (6 images); pid 7 has one image per camera, so only 1 is split (no other candidate); the
+    # outliers take the rest, 7 - 3 - 1 = 3.
     result = noisy_labels(pids, cams, 0.6, seed=0, families={5: 0, 9: 0, 7: 1})
     assert result.merges == result.lookalike_merges == 1 and result.merged == 3
     assert (result.split, result.outliers) == (1, 3)
@@ -107,20 +113,19 @@ def test_the_smaller_identity_joins_and_camera_ties_are_seeded() -> None:
 
 
 @pytest.mark.parametrize("rate", [0.05, 0.2, 0.4])
-def test_realised_rate_is_within_one_identity_of_the_budget(rate: float) -> None:
+def test_realised_rate_is_the_budget(rate: float) -> None:
     pids, camids, families = _random_split(1)
     n = int((pids >= 0).sum())
     with warnings.catch_warnings():
         warnings.simplefilter("error", LabelNoiseWarning)
         result = noisy_labels(pids, camids, rate, seed=3, families=families)
-    budget = round(rate * n)
+    budget = math.floor(rate * n + 0.5)  # halves up, as the definition says
     third = budget // 3
     largest_identity = int(np.bincount(pids[pids >= 0]).max())
     assert third <= result.merged < third + largest_identity
     assert third <= result.split < third + 5  # at most 5 images per (identity, camera)
-    assert result.outliers == budget - 2 * third
-    assert result.rate == (result.merged + result.split + result.outliers) / n
-    assert abs(result.rate - rate) * n < largest_identity + 5
+    assert result.outliers == budget - result.merged - result.split  # absorbs the overshoots
+    assert result.rate == (result.merged + result.split + result.outliers) / n == budget / n
     # labels are 0..K'-1, junk stays -1, and a label holds at most the two merged identities
     kept = result.labels[result.labels >= 0]
     assert set(kept.tolist()) == set(range(int(kept.max()) + 1))
@@ -152,13 +157,22 @@ def test_without_families_merges_random_pairs() -> None:
     assert len(mixed) == result.merges
     # 200 identities in 50 families: random pairs are rarely look-alikes
     assert sum(len({families[p] for p in g}) == 1 for g in mixed) < len(mixed)
-    # look-alike pairs running out (one family of 4: 2 merges at most; pids missing from the
-    # mapping are families of one): the rest of the merges are random pairs
-    result = noisy_labels(pids, camids, 0.3, seed=0, families={1: 0, 2: 0, 3: 0, 4: 0})
-    assert result.lookalike_merges == 2 and result.merges > 2
-    assert {frozenset(g) for g in mixed} != {
-        frozenset(g) for g in _pids_per_label(result, pids).values() if len(g) == 2
-    }
+
+
+def test_lookalike_pairs_running_out_are_not_topped_up_with_random_pairs() -> None:
+    # one family of 4 (pids missing from the mapping are families of one): 2 merges at most; the
+    # splits take over what the merges fell short of, and the total is still the budget
+    pids, camids, _ = _random_split(3)
+    n = int((pids >= 0).sum())
+    budget = math.floor(0.3 * n + 0.5)
+    family = {1: 0, 2: 0, 3: 0, 4: 0}
+    result = noisy_labels(pids, camids, 0.3, seed=0, families=family)
+    assert result.merges == result.lookalike_merges == 2
+    mixed = [g for g in _pids_per_label(result, pids).values() if len(g) == 2]
+    assert len(mixed) == 2 and all(g <= set(family) for g in mixed)
+    assert result.merged < budget // 3
+    assert budget // 3 + (budget // 3 - result.merged) <= result.split
+    assert result.rate == budget / n
 
 
 @pytest.mark.parametrize(
@@ -182,20 +196,23 @@ def test_validation_errors(args: tuple, kwargs: dict, words: list[str]) -> None:
         assert word in str(info.value)
 
 
-def test_a_budget_that_cannot_be_met_warns_and_reports_the_realised_rate() -> None:
-    # every identity in one camera: nothing to split
+def test_missing_splits_are_made_up_by_outliers_and_an_overshoot_warns() -> None:
+    # every identity in one camera: nothing to split; the outliers take the split budget too
     pids = np.repeat(np.arange(1, 31), 4)
     cams = np.repeat(np.arange(30) % 3, 4)
-    with pytest.warns(LabelNoiseWarning, match=r"30\.0 % requested but only 2\d\.\d % realised"):
-        result = noisy_labels(pids, cams, 0.3, seed=0)
-    assert result.split == result.splits == 0
-    assert result.merged == 12 and result.outliers == 12
-    assert result.rate == pytest.approx(24 / 120) and result.requested == 0.3
-    assert "20.0 % of 120 images corrupted (requested 30.0 %)" in result.describe()
-    # a shortfall within 2 points is not worth a warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", LabelNoiseWarning)
-        noisy_labels(pids, cams, 0.02, seed=0)
+        result = noisy_labels(pids, cams, 0.3, seed=0)
+    assert result.split == result.splits == 0
+    assert result.merged == 12 and result.outliers == 24
+    assert result.rate == 0.3 and result.requested == 0.3
+    assert "30.0 % of 120 images corrupted (requested 30.0 %)" in result.describe()
+    # a budget of 3 images against identities of 10: the one merge overshoots the whole budget
+    pids = np.repeat([1, 2], 10)
+    cams = np.tile([0, 1], 10)
+    with pytest.warns(LabelNoiseWarning, match=r"15\.0 % requested but 50\.0 % realised"):
+        result = noisy_labels(pids, cams, 0.15, seed=0, families={1: 0, 2: 0})
+    assert (result.merged, result.split, result.outliers) == (10, 0, 0)
 
 
 # ---------------------------------------------------------------------------- config keys

@@ -20,33 +20,37 @@ Definition of ``noisy_labels(pids, camids, rate, seed=S, families=F)``:
 1. Images with ``pid < 0`` (junk) get -1 and never count. N = the images with ``pid >= 0``; their
    identities are relabelled 0..K-1 in sorted pid order. ``rate = 0`` returns exactly this (the
    engine's ``cluster.labels: ground_truth``).
-2. Budget: ``B = round(rate * N)`` corrupted images (halves rounded up); ``B // 3`` for merges,
-   ``B // 3`` for splits and the rest, ``B - 2 * (B // 3)``, for outliers.
-3. **Merges.** The unordered pairs of distinct identities of the same family (``F``: pid ->
-   family; a pid missing from ``F`` is a family of one) are visited in a seeded random order;
-   a pair is skipped when either identity already took part in a merge (each identity takes
-   part in at most one). Of a pair, the identity with fewer images (ties: a seeded coin) joins
-   the other: its images get the other's label and are the corrupted ones. Merging stops as soon
-   as the merged images reach the merge budget. If the look-alike pairs run out first (or ``F``
-   is None), the identities not yet in a merge are shuffled and paired consecutively (random
-   pairs, never look-alikes by then), with the same rule. ``lookalike_merges`` counts the
-   look-alike pairs among the ``merges``.
-4. **Splits.** The identities are visited in a seeded random order; those that took part in a
-   merge, or have images from fewer than 2 cameras, are skipped. Of each other identity, the
-   images of its camera with the fewest images (ties: a seeded random ranking of the cameras)
-   get a new label and are the corrupted ones, until the split images reach the split budget.
-5. **Outliers.** The images not corrupted by steps 3-4 are visited in a seeded random order
-   and the first ``B - 2 * (B // 3)`` of them get -1.
+2. Budget: ``B = round(rate * N)`` corrupted images (halves rounded up), aimed at a third
+   each: ``B // 3`` for merges, ``B // 3`` for splits, the rest for outliers.
+3. **Merges.** With families ``F`` (pid -> family; a pid missing from ``F`` is a family of
+   one), the candidates are the unordered pairs of distinct identities of one family (look-alike
+   pairs only); with ``F = None``, the identities shuffled and paired consecutively (random
+   pairs). The candidates are visited in a seeded random order; a pair is skipped when either
+   identity already took part in a merge (each identity takes part in at most one). Of a pair,
+   the identity with fewer images (ties: a seeded coin) joins the other: its images get the
+   other's label and are the corrupted ones. Merging stops as soon as the merged images reach
+   the merge budget, or when the candidates run out. Look-alike pairs are never topped up with
+   random pairs: a clustering merges people who look alike, and the kind of noise must not
+   change with the rate. ``lookalike_merges`` counts the look-alike pairs among the ``merges``.
+4. **Splits.** Budget ``B // 3`` plus what the merges fell short of their budget. The
+   identities are visited in a seeded random order; those that took part in a merge, or have
+   images from fewer than 2 cameras, are skipped. Of each other identity, the images of its
+   camera with the fewest images (ties: a seeded random ranking of the cameras) get a new
+   label and are the corrupted ones, until the split images reach the split budget.
+5. **Outliers.** The rest of the budget, ``max(0, B - merged - split)``: the images not
+   corrupted by steps 3-4 are visited in a seeded random order and that many of them get -1.
+   They absorb the overshoot of steps 3-4 and any shortfall of the splits.
 6. The labels >= 0 are relabelled 0..K'-1 in sorted order (the identities keep their order,
    the split-off labels follow).
 
-The last merge or split may overshoot its budget by less than one identity's (one camera's)
-images. A kind that runs out of candidates (e.g. no identity with two cameras left to split)
-corrupts what it can and no other kind makes up for it: ``rate`` is the *realised* fraction
-``(merged + split + outliers) / N`` and a :class:`LabelNoiseWarning` is issued when it falls
-short of the request by more than 2 percentage points. Each kind draws from its own random
-stream (``numpy.random.SeedSequence(seed).spawn(3)``), so the result is deterministic for a seed
-and, for one seed, the merges (and outliers) of a lower rate are mostly those of a higher one.
+So the realised fraction ``rate = (merged + split + outliers) / N`` is exactly ``B / N`` unless
+the last merge and split together overshoot the whole budget (a tiny budget: fewer images than
+one identity's); a :class:`LabelNoiseWarning` is issued when it differs from the request by more
+than 2 percentage points. When the candidates of a kind run out (few look-alike pairs, few
+identities in two cameras) the mix of the three kinds shifts; the counts say by how much. Each
+kind draws from its own random stream (``numpy.random.SeedSequence(seed).spawn(3)``), so the
+result is deterministic for a seed and, for one seed, the merges of a lower rate are mostly
+those of a higher one.
 """
 
 from __future__ import annotations
@@ -63,12 +67,13 @@ import numpy as np
 
 __all__ = ["LabelNoiseWarning", "NoisyLabels", "noisy_labels"]
 
-#: A realised rate this far below the requested one is reported with a warning.
-SHORTFALL_TOLERANCE = 0.02
+#: A realised rate this far from the requested one is reported with a warning.
+TOLERANCE = 0.02
 
 
 class LabelNoiseWarning(UserWarning):
-    """The requested label noise could not be realised (too few merge / split candidates)."""
+    """The realised label noise differs from the request (a budget below one identity's
+    images)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +144,7 @@ def noisy_labels(
         rate: fraction of the images with ``pid >= 0`` to corrupt, in [0, 1).
         seed: seed of the random choices (non-negative integer).
         families: pid -> family id (``reid_eval.datasets.synthetic_families``); merges pick
-            two identities of one family first. None = random pairs only.
+            two identities of one family, and only those. None = random pairs.
 
     Returns:
         :class:`NoisyLabels`: the labels and the realised counts.
@@ -149,7 +154,8 @@ def noisy_labels(
             pids, no image with ``pid >= 0``, a negative seed.
 
     Warns:
-        LabelNoiseWarning: the realised rate is more than 2 percentage points below ``rate``.
+        LabelNoiseWarning: the realised rate differs from ``rate`` by more than 2 percentage
+            points.
     """
     pids, camids = np.asarray(pids), np.asarray(camids)
     if pids.ndim != 1 or camids.ndim != 1 or len(pids) != len(camids):
@@ -186,8 +192,7 @@ def noisy_labels(
     )
 
     budget = math.floor(float(rate) * n + 0.5)
-    merge_budget = split_budget = budget // 3
-    outlier_budget = budget - 2 * (budget // 3)
+    merge_budget = budget // 3
     merge_rng, split_rng, outlier_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(3)
     )
@@ -203,9 +208,12 @@ def noisy_labels(
         in_merge[a] = in_merge[b] = True
         return int(sizes[b])
 
-    # 3. merges: look-alike pairs first, then random pairs of the identities left.
-    merged = merges = lookalike = 0
-    pairs = _lookalike_pairs(ids, families)
+    # 3. merges: look-alike pairs with families, random pairs without; never a mix.
+    if families is not None:
+        pairs = _lookalike_pairs(ids, families)
+    else:
+        pairs = merge_rng.permutation(k)[: 2 * (k // 2)].reshape(-1, 2)
+    merged = merges = 0
     order = merge_rng.permutation(len(pairs))
     coins = merge_rng.random(len(pairs)) < 0.5
     for p in order:
@@ -216,15 +224,8 @@ def noisy_labels(
             continue
         merged += merge(i, j, bool(coins[p]))
         merges += 1
-        lookalike += 1
-    if merged < merge_budget:
-        free = merge_rng.permutation(np.flatnonzero(~in_merge))
-        coins = merge_rng.random(len(free) // 2) < 0.5
-        for t in range(len(free) // 2):
-            if merged >= merge_budget:
-                break
-            merged += merge(int(free[2 * t]), int(free[2 * t + 1]), bool(coins[t]))
-            merges += 1
+    lookalike = merges if families is not None else 0
+    split_budget = budget // 3 + max(0, merge_budget - merged)
 
     # 4. splits: one camera (the one with the fewest images) of an identity gets a new label.
     cameras = np.unique(camids[known_idx])
@@ -252,7 +253,7 @@ def noisy_labels(
 
     # 5. outliers: images not corrupted yet, in a random order.
     visit = outlier_rng.permutation(known_idx)
-    dropped = visit[~corrupted[visit]][:outlier_budget]
+    dropped = visit[~corrupted[visit]][: max(0, budget - merged - split)]
     labels[dropped] = -1
     outliers = len(dropped)
 
@@ -260,11 +261,11 @@ def noisy_labels(
     kept = labels >= 0
     labels[kept] = np.unique(labels[kept], return_inverse=True)[1].reshape(-1)
     realised = (merged + split + outliers) / n
-    if float(rate) - realised > SHORTFALL_TOLERANCE:
+    if abs(budget / n - realised) > TOLERANCE:  # B / N: the request, rounded to whole images
         warnings.warn(
-            f"label noise: {100 * float(rate):.1f} % requested but only {100 * realised:.1f} % "
-            f"realised ({merged} merged, {split} split, {outliers} outliers of {n} images): too "
-            "few candidates (identity pairs to merge, identities with 2 cameras to split)",
+            f"label noise: {100 * float(rate):.1f} % requested but {100 * realised:.1f} % "
+            f"realised ({merged} merged, {split} split, {outliers} outliers of {n} images): the "
+            "last merge or split overshot a budget smaller than one identity's images",
             LabelNoiseWarning,
             stacklevel=2,
         )
