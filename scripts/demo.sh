@@ -8,7 +8,8 @@
 #   3. train PPLR on the target without its labels, from that backbone
 #      (configs/synthetic_pplr.yaml), evaluating the initial model first, so the run prints
 #      mAP / Rank-1 before and after training;
-#   4. evaluate the best checkpoint with reid-eval and write runs/demo/metrics.json.
+#   4. evaluate the last checkpoint with reid-eval and write runs/demo/metrics.json (the
+#      last, not the best: "best" is picked on the test split, which would flatter the demo).
 # Options (environment): DATA_DIR (default data/synthetic), RUN_DIR (default runs/demo), SEED.
 # Extra arguments are config overrides for the PPLR run, e.g. ./dev demo optim.epochs=2
 set -euo pipefail
@@ -50,5 +51,5 @@ fi
 reid-train --config configs/synthetic_pplr.yaml --output-dir "$RUN_DIR" --overwrite \
     "data.data_root=$DATA_DIR" "model.pretrained=$SOURCE_RUN/last" \
     runtime.eval_before_training=true "$@"
-reid-eval --checkpoint "$RUN_DIR/best" --dataset synthetic --data-root "$DATA_DIR" \
+reid-eval --checkpoint "$RUN_DIR/last" --dataset synthetic --data-root "$DATA_DIR" \
     --output "$RUN_DIR/metrics.json" --quiet
