@@ -283,10 +283,8 @@ def noisy_labels(
     )
 
 
-def _lookalike_pairs(ids: np.ndarray, families: Mapping[int, int] | None) -> np.ndarray:
+def _lookalike_pairs(ids: np.ndarray, families: Mapping[int, int]) -> np.ndarray:
     """Pairs ``(i, j)``, ``i < j``, of label indices whose pids share a family, shape [M, 2]."""
-    if families is None:
-        return np.empty((0, 2), dtype=np.int64)
     groups: dict[Any, list[int]] = {}
     for i, pid in enumerate(ids.tolist()):
         if pid in families:
