@@ -160,8 +160,9 @@ def source_model(args: argparse.Namespace, work: Path) -> Path:
     return pre
 
 
-def run_all(args: argparse.Namespace, rows: list[Row]) -> list[dict]:
-    """Train (or reuse) every (noise, seed, row) run; one record per run."""
+def run_all(args: argparse.Namespace, rows: list[Row]) -> tuple[list[dict], NoiseCounts]:
+    """Train (or reuse) every (noise, seed, row) run; one record per run, and the noise counts
+    of the target."""
     work = args.workdir / f"t{args.target_seed}_s{args.source_seed}"
     target = make_data(work / "data_target", args.target_seed, source=False)
     pre = source_model(args, work)
@@ -202,7 +203,7 @@ def run_all(args: argparse.Namespace, rows: list[Row]) -> list[dict]:
                     "pairwise_precision": q.get("pairwise_precision"),
                     "pairwise_recall": q.get("pairwise_recall"), **done,
                 })  # fmt: skip
-    return runs
+    return runs, counts
 
 
 def _cell(runs: list[dict], key: str = "mAP") -> str:
@@ -219,9 +220,12 @@ def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
     return f"{d:+.1f} ({lo:+.1f}, {hi:+.1f})" if len(pairs) > 1 else f"{d:+.1f}"
 
 
-def tables(runs: list[dict], rows: list[str], noise: list[float]) -> str:
+def tables(
+    runs: list[dict], rows: list[str], noise: list[float], realised: dict[float, list[dict]]
+) -> str:
     """mAP and Rank-1 per row and noise, the paired differences to CE, the drop with noise, and
-    the realised noise."""
+    the realised noise (``realised``: per rate, the ``noisy_labels`` counts of every seed,
+    whether or not its runs have finished)."""
     cell = {
         (r, n): [x for x in runs if x["row"] == r and x["noise"] == n] for r in rows for n in noise
     }
@@ -268,9 +272,8 @@ def tables(runs: list[dict], rows: list[str], noise: list[float]) -> str:
         "|---|---|---|---|---|",
     ]
     for n in noise:
-        by_seed = {x["seed"]: x for x in runs if x["noise"] == n}
-        real = [x["noise_counts"]["rate"] for x in by_seed.values()]
-        counts = [x["noise_counts"] for x in by_seed.values()]
+        counts = realised[n]
+        real = [c["rate"] for c in counts]
         shown = (
             f"{100 * statistics.fmean(real):.1f} % ({100 * min(real):.1f}–{100 * max(real):.1f})"
             if real
@@ -398,7 +401,7 @@ def main() -> int:
     args.noise = noise
 
     start = time.perf_counter()
-    runs = run_all(args, [r for r in ROWS if r.name in rows])
+    runs, counts = run_all(args, [r for r in ROWS if r.name in rows])
     problems = check_shared_noise(runs)
     for p in problems:
         print(f"ERROR: {p}", file=sys.stderr)
@@ -411,7 +414,7 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
         print(f"wrote {args.json}")
-    table = tables(runs, rows, noise)
+    table = tables(runs, rows, noise, {n: [counts(n, s) for s in args.seeds] for n in noise})
     print(table)
     drawn = plot(runs, rows, noise, args.plot) if args.draw else False
     figure = ""
