@@ -42,9 +42,11 @@ repository root:
         --extra optim.epochs=1 optim.iters=2                          # a smoke test
 
 ``--json OUT`` writes ``{"runs": [{"row", "noise", "seed", "mAP", "rank1", "realised_noise",
-"noise_counts": {"rate", "merged", "split", "outliers", ...}, "pairwise_precision",
-"pairwise_recall", "compute_s", "epochs": [...]}, ...]}`` (``realised_noise``: what the run's
-history recorded; the script checks that it is the ``noisy_labels`` rate of its noise and seed).
+"noise_counts": {"rate", "merged", "split", "outliers", ..., "describe"}, "noise_logged",
+"pairwise_precision", "pairwise_recall", "compute_s", "epochs": [...]}, ...]}``
+(``realised_noise``: what the run's history recorded; the script checks that it is the
+``noisy_labels`` rate of its noise and seed, and ``noise_logged``: that the run's stdout.log
+holds the counts line ``describe`` of ``noisy_labels`` now).
 """
 
 from __future__ import annotations
