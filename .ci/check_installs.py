@@ -1,16 +1,20 @@
 """Install each package on its own and check what it brings and what it imports.
 
-reid-refine goes into a brand-new virtual environment (torch and its own needs are installed
-from scratch) and must bring nothing else. Each other package goes into its own new virtual
-environment that borrows that torch through a ``.pth`` file (torch is the only multi-GB
-download, and the local siblings it depends on are installed from packages/). For every package
-the script records what pip installed, fails when a forbidden distribution came along, imports
-the package in a fresh interpreter and fails when a sibling it must not depend on was imported.
-matplotlib is a dependency of reid-train only; reid-eval offers it as the ``[plot]`` extra, so a
-plain reid-eval install must not bring it.
+reid-refine's dependencies are resolved by pip in a brand-new, empty virtual environment
+(``pip install --dry-run --report``): pip must want torch and its own needs, and nothing
+forbidden. torch itself is not installed a second time (a CUDA build is about 5.5 GB, and a full
+disk has failed CI before): the distributions of that resolution are linked, file by file, from
+the project's ``.venv`` into one folder, after checking that ``.venv`` holds exactly the versions
+pip chose. Every package then goes into its own new virtual environment that borrows that folder
+through a ``.pth`` file (the local siblings it depends on are installed from packages/). For every
+package the script records what pip installed, fails when a forbidden distribution came along,
+imports the package in a fresh interpreter and fails when a sibling it must not depend on was
+imported; reid-refine also runs a smoke training step. matplotlib is a dependency of reid-train
+only; reid-eval offers it as the ``[plot]`` extra, so a plain reid-eval install must not bring it.
 
-Usage: python .ci/check_installs.py WORK_DIR   (run from the repository root)
-The environments (about 6 GB) are deleted at the end unless REID_CI_KEEP_VENVS=1.
+Usage: python .ci/check_installs.py WORK_DIR [VENV]   (run from the repository root; VENV, the
+environment torch is borrowed from, defaults to .venv). The environments are deleted at the end
+unless REID_CI_KEEP_VENVS=1.
 """
 
 from __future__ import annotations
@@ -76,10 +80,7 @@ def site_packages(env: Path) -> Path:
     return next((env / "lib").glob("python3*/site-packages"))
 
 
-def install(env: Path, requirements: list[str], borrow: Path | None) -> list[str]:
-    venv.EnvBuilder(with_pip=True, clear=True).create(env)
-    if borrow is not None:
-        (site_packages(env) / "_borrowed_torch.pth").write_text(str(borrow) + "\n")
+def pip_report(env: Path, requirements: list[str], *extra: str) -> list[dict]:
     report = env / "pip-report.json"
     run(
         [
@@ -93,11 +94,57 @@ def install(env: Path, requirements: list[str], borrow: Path | None) -> list[str
             str(CONSTRAINTS),
             "--report",
             str(report),
+            *extra,
             *requirements,
         ]
     )
-    items = json.loads(report.read_text())["install"]
+    return json.loads(report.read_text())["install"]
+
+
+def names(items: list[dict]) -> list[str]:
     return sorted(item["metadata"]["name"].lower() for item in items)
+
+
+def install(env: Path, requirements: list[str], borrow: Path | None) -> list[str]:
+    venv.EnvBuilder(with_pip=True, clear=True).create(env)
+    if borrow is not None:
+        (site_packages(env) / "_borrowed_torch.pth").write_text(str(borrow) + "\n")
+    return names(pip_report(env, requirements))
+
+
+# Runs in the source environment: where each distribution's files are, relative to its site dir.
+LOCATE = """
+import json, sys
+from importlib import metadata
+out = {}
+for name in json.loads(sys.argv[1]):
+    d = metadata.distribution(name)
+    top = sorted({f.parts[0] for f in d.files or [] if f.parts and f.parts[0] != ".."})
+    out[name] = {"version": d.version, "site": str(d.locate_file("")), "top": top}
+print(json.dumps(out))
+"""
+
+
+def link_resolution(resolved: list[dict], source_python: Path, dest: Path) -> None:
+    """Link the top-level files of each resolved distribution from the source environment."""
+    wanted = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in resolved}
+    found = json.loads(run([str(source_python), "-c", LOCATE, json.dumps(sorted(wanted))]))
+    wrong = [
+        f"{n} {found[n]['version']} (pip chose {v})"
+        for n, v in wanted.items()
+        if found[n]["version"] != v
+    ]
+    if wrong:
+        raise SystemExit(
+            f"{source_python} holds other versions than pip resolves for reid-refine: "
+            f"{', '.join(wrong)}; recreate it with ./dev setup"
+        )
+    dest.mkdir(parents=True)
+    for info in found.values():
+        for top in info["top"]:
+            link = dest / top
+            if not link.exists():
+                link.symlink_to(Path(info["site"]) / top)
 
 
 def imported_siblings(env: Path, module: str) -> set[str]:
@@ -127,9 +174,29 @@ print("reid-refine smoke run: loss", round(loss.item(), 4))
 
 def main() -> int:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / ".ci/work").resolve()
+    source = Path(sys.argv[2] if len(sys.argv) > 2 else ROOT / ".venv").resolve()
     work.mkdir(parents=True, exist_ok=True)
     failures = []
-    borrow = None
+
+    # reid-refine's resolution from nothing: what pip would install into an empty environment.
+    fresh = work / "venv-fresh"
+    venv.EnvBuilder(with_pip=True, clear=True).create(fresh)
+    refine = [str(ROOT / "packages/reid-refine")]
+    resolved = pip_report(fresh, refine, "--dry-run", "--ignore-installed")
+    wanted = names(resolved)
+    print(f"reid-refine: pip would install {', '.join(wanted)} into an empty environment")
+    if "torch" not in wanted:
+        failures.append("reid-refine does not bring torch into an empty environment")
+    bad = sorted(set(wanted) & PLAN["reid-refine"][3])
+    if bad:
+        failures.append(f"reid-refine would bring {', '.join(bad)}")
+    borrow = work / "borrowed-torch"
+    link_resolution(
+        [i for i in resolved if i["metadata"]["name"].lower() != "reid-refine"],
+        source / "bin/python",
+        borrow,
+    )
+
     for package, (local, module, allowed, forbidden) in PLAN.items():
         env = work / f"venv-{package}"
         requirements = [str(ROOT / "packages" / p) for p in [*local, package]]
@@ -142,13 +209,18 @@ def main() -> int:
         if extra:
             failures.append(f"importing {module} imported {', '.join(sorted(extra))}")
         if package == "reid-refine":
-            if "torch" not in installed:
-                failures.append("reid-refine did not install torch into its fresh environment")
-            borrow = site_packages(env)
+            # The borrowed folder comes after the venv's own site-packages, so pip may upgrade
+            # the venv's setuptools; anything outside the fresh resolution is a failure.
+            outside = sorted(set(installed) - set(wanted))
+            if outside:
+                failures.append(f"reid-refine installed {', '.join(outside)} beside torch")
             print(run([str(env / "bin/python"), "-c", REFINE_SMOKE]).strip())
-    if os.environ.get("REID_CI_KEEP_VENVS") != "1":  # ~6 GB, mostly the fresh torch
-        for package in PLAN:
-            shutil.rmtree(work / f"venv-{package}", ignore_errors=True)
+    if os.environ.get("REID_CI_KEEP_VENVS") != "1":
+        for path in [fresh, borrow, *(work / f"venv-{p}" for p in PLAN)]:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            else:
+                shutil.rmtree(path, ignore_errors=True)
     for f in failures:
         print("FAIL:", f)
     print("isolated installs:", "FAILED" if failures else "all packages install on their own")
