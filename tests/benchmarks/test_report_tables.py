@@ -161,3 +161,44 @@ def test_label_noise_delta_pairs_by_seed_and_checks_shared_noise() -> None:
     assert "CE noise 0.2 seed 2: its stdout.log lacks the counts" in problems[2]
     assert "PPLR noise 0.2 seed 1: realised noise 0.1900, expected 0.2000" in problems[0]
     assert "DCLS" in problems[1] and "no label_noise" in problems[1]
+
+
+def _noise_run(row: str, noise: float, seed: int, m_ap: float) -> dict:
+    return {"row": row, "noise": noise, "seed": seed, "mAP": m_ap, "rank1": m_ap + 20.0}
+
+
+def test_label_noise_tables_known_answer() -> None:
+    runs = [
+        _noise_run("CE", 0.0, 1, 60.0), _noise_run("CE", 0.0, 2, 62.0),
+        _noise_run("CE", 0.4, 1, 50.0), _noise_run("CE", 0.4, 2, 56.0),
+        _noise_run("constant LS", 0.0, 1, 61.0), _noise_run("constant LS", 0.0, 2, 64.0),
+        _noise_run("constant LS", 0.4, 1, 52.0),  # seed 2 not finished
+    ]  # fmt: skip
+    zero = {"rate": 0.0, "merged": 0, "split": 0, "outliers": 0, "lookalike_merges": 0,
+            "merges": 0, "splits": 0}  # fmt: skip
+    realised = {
+        0.0: [zero, zero],
+        0.4: [
+            {"rate": 0.40, "merged": 100, "split": 200, "outliers": 100,
+             "lookalike_merges": 10, "merges": 12, "splits": 30},
+            {"rate": 0.41, "merged": 110, "split": 190, "outliers": 110,
+             "lookalike_merges": 12, "merges": 14, "splits": 32},
+        ],
+    }  # fmt: skip
+    lines = label_noise.tables(runs, ["CE", "constant LS"], [0.0, 0.4], realised).splitlines()
+    t1 = 12.706204736174707  # t(0.975, 1)
+    # mAP cells: mean ± sample std; one seed gives std 0
+    assert "| CE | 61.0 ± 1.4 | 53.0 ± 4.2 |" in lines
+    assert "| constant LS | 62.5 ± 2.1 | 52.0 ± 0.0 |" in lines
+    assert "| CE | 81.0 ± 1.4 | 73.0 ± 4.2 |" in lines  # Rank-1
+    # constant LS − CE at 0 %: differences 1 and 2 -> mean 1.5, sd 0.7071, half width t1 * 0.5
+    half = t1 * 0.5
+    assert f"| constant LS | CE | +1.5 ({1.5 - half:+.1f}, {1.5 + half:+.1f}) | +2.0 |" in lines
+    # drop from 0 % to 40 %: CE -10 and -6 -> -8 ± t1 * 2; constant LS only seed 1 pairs: -9
+    assert f"| CE | -8.0 ({-8 - 2 * t1:+.1f}, {-8 + 2 * t1:+.1f}) |" in lines
+    assert "| constant LS | -9.0 |" in lines
+    # realised noise: means over seeds, min–max of the rate
+    assert "| 0 % | 0.0 % (0.0–0.0) | 0 / 0 / 0 | 0 / 0 | 0 |" in lines
+    assert "| 40 % | 40.5 % (40.0–41.0) | 105 / 195 / 105 | 11 / 13 | 31 |" in lines
+    # rows without a reference row of their own get no Δ-vs-CE line
+    assert not any(line.startswith("| CE | CE |") for line in lines)
