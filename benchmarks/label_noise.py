@@ -449,7 +449,8 @@ or global smoothing) on `{DCLS}`. Each refinement is compared with plain CE on i
 one evaluation after the last epoch. Seeds
 {", ".join(map(str, args.seeds))}.{extra} Regenerate with `python benchmarks/label_noise.py`; the
 runs took {compute / 60:.0f} min of compute (this invocation
-{(time.perf_counter() - start) / 60:.0f} min). Machine: {machine()}.{partial}
+ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already finished).
+Machine: {machine()}.{partial}
 {figure}
 {table}
 """

@@ -438,7 +438,7 @@ difference to `baseline` over the same seeds, with a 95 % t interval. F1 and clu
 epoch's pseudo labels. Regenerate with `python benchmarks/synthetic_ablation.py`; the runs took
 {compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
 machine and any pause of the sweep; median run {median_run:.0f} s; this invocation
-{(time.perf_counter() - start) / 60:.0f} min).{partial}
+ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already finished).{partial}
 
 Machine: {machine()}.
 
