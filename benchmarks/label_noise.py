@@ -209,6 +209,9 @@ def run_all(args: argparse.Namespace, rows: list[Row]) -> tuple[list[dict], Nois
 
 
 def _cell(runs: list[dict], key: str = "mAP") -> str:
+    """mean ± std over seeds; one seed has no spread, so its value is shown alone."""
+    if len(runs) == 1:
+        return f"{runs[0][key]:.1f}"
     return mean_std([r[key] for r in runs]) if runs else "–"
 
 
@@ -233,7 +236,12 @@ def tables(
     }
     heads = " | ".join(f"{100 * n:g} %" for n in noise)
     rule = "|---" * (len(noise) + 1) + "|"
-    out = ["mAP % (mean ± std over seeds):", "", f"| row | {heads} |", rule]
+    out = [
+        "mAP % (mean ± std over seeds; a bare value: one seed so far):",
+        "",
+        f"| row | {heads} |",
+        rule,
+    ]
     out += [f"| {r} | " + " | ".join(_cell(cell[r, n]) for n in noise) + " |" for r in rows]
     out += ["", "Rank-1 %:", "", f"| row | {heads} |", rule]
     out += [
