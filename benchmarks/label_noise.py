@@ -225,6 +225,16 @@ def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
     return f"{d:+.1f} ({lo:+.1f}, {hi:+.1f})" if len(pairs) > 1 else f"{d:+.1f}"
 
 
+def _relative(a: list[dict], b: list[dict], key: str = "mAP") -> str:
+    """Paired (by seed) mean of (a − b) / b in %, with its 95 % t interval."""
+    base = {r["seed"]: r[key] for r in b}
+    rel = [100 * (r[key] - base[r["seed"]]) / base[r["seed"]] for r in a if r["seed"] in base]
+    if not rel:
+        return "–"
+    d, lo, hi = paired_ci(rel, [0.0] * len(rel))
+    return f"{d:+.0f} % ({lo:+.0f}, {hi:+.0f})" if len(rel) > 1 else f"{d:+.0f} %"
+
+
 def tables(
     runs: list[dict], rows: list[str], noise: list[float], realised: dict[float, list[dict]]
 ) -> str:
@@ -266,12 +276,16 @@ def tables(
         out += [
             "",
             f"mAP change from {100 * lo:g} % to {100 * hi:g} % noise (paired by seed, 95 % t CI;"
-            " the smaller the loss, the more robust):",
+            " the smaller the loss, the more robust; relative: as a share of the row's own mAP"
+            " at the lowest noise, which discounts a lower start):",
             "",
-            "| row | Δ mAP |",
-            "|---|---|",
+            "| row | Δ mAP | relative |",
+            "|---|---|---|",
         ]
-        out += [f"| {r} | {_delta(cell[r, hi], cell[r, lo])} |" for r in rows]
+        out += [
+            f"| {r} | {_delta(cell[r, hi], cell[r, lo])} | {_relative(cell[r, hi], cell[r, lo])} |"
+            for r in rows
+        ]
     out += [
         "",
         "Realised noise (fraction of the training images corrupted; the same for every row of a "

@@ -195,8 +195,15 @@ def test_label_noise_tables_known_answer() -> None:
     half = t1 * 0.5
     assert f"| constant LS | CE | +1.5 ({1.5 - half:+.1f}, {1.5 + half:+.1f}) | +2.0 |" in lines
     # drop from 0 % to 40 %: CE -10 and -6 -> -8 ± t1 * 2; constant LS only seed 1 pairs: -9
-    assert f"| CE | -8.0 ({-8 - 2 * t1:+.1f}, {-8 + 2 * t1:+.1f}) |" in lines
-    assert "| constant LS | -9.0 |" in lines
+    # relative: CE -10/60 and -6/62 -> -16.67 % and -9.68 %; constant LS -9/61 -> -14.75 %
+    rel = [-1000 / 60, -600 / 62]
+    mean, sd = sum(rel) / 2, abs(rel[0] - rel[1]) / 2**0.5
+    half = t1 * sd / 2**0.5
+    assert (
+        f"| CE | -8.0 ({-8 - 2 * t1:+.1f}, {-8 + 2 * t1:+.1f}) "
+        f"| {mean:+.0f} % ({mean - half:+.0f}, {mean + half:+.0f}) |"
+    ) in lines
+    assert "| constant LS | -9.0 | -15 % |" in lines
     # realised noise: means over seeds, min–max of the rate
     assert "| 0 % | 0.0 % (0.0–0.0) | 0 / 0 / 0 | 0 / 0 | 0 |" in lines
     assert "| 40 % | 40.5 % (40.0–41.0) | 105 / 195 / 105 | 11 / 13 | 31 |" in lines
