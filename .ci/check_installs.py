@@ -118,7 +118,11 @@ import json, sys
 from importlib import metadata
 out = {}
 for name in json.loads(sys.argv[1]):
-    d = metadata.distribution(name)
+    try:
+        d = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        out[name] = None
+        continue
     top = sorted({f.parts[0] for f in d.files or [] if f.parts and f.parts[0] != ".."})
     out[name] = {"version": d.version, "site": str(d.locate_file("")), "top": top}
 print(json.dumps(out))
@@ -130,9 +134,9 @@ def link_resolution(resolved: list[dict], source_python: Path, dest: Path) -> No
     wanted = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in resolved}
     found = json.loads(run([str(source_python), "-c", LOCATE, json.dumps(sorted(wanted))]))
     wrong = [
-        f"{n} {found[n]['version']} (pip chose {v})"
+        f"{n} {found[n]['version'] if found[n] else 'missing'} (pip chose {v})"
         for n, v in wanted.items()
-        if found[n]["version"] != v
+        if not found[n] or found[n]["version"] != v
     ]
     if wrong:
         raise SystemExit(
