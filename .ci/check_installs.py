@@ -221,10 +221,7 @@ def main() -> int:
             print(run([str(env / "bin/python"), "-c", REFINE_SMOKE]).strip())
     if os.environ.get("REID_CI_KEEP_VENVS") != "1":
         for path in [fresh, borrow, *(work / f"venv-{p}" for p in PLAN)]:
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # removes borrow's links, not their targets
     for f in failures:
         print("FAIL:", f)
     print("isolated installs:", "FAILED" if failures else "all packages install on their own")

@@ -215,10 +215,15 @@ def _cell(runs: list[dict], key: str = "mAP") -> str:
     return mean_std([r[key] for r in runs]) if runs else "–"
 
 
+def _pairs(a: list[dict], b: list[dict], key: str) -> list[tuple[float, float]]:
+    """(a, b) values of the seeds both have."""
+    base = {r["seed"]: r[key] for r in b}
+    return [(r[key], base[r["seed"]]) for r in a if r["seed"] in base]
+
+
 def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
     """Paired (by seed) mean of a − b with its 95 % t interval."""
-    base = {r["seed"]: r[key] for r in b}
-    pairs = [(r[key], base[r["seed"]]) for r in a if r["seed"] in base]
+    pairs = _pairs(a, b, key)
     if not pairs:
         return "–"
     d, lo, hi = paired_ci([x for x, _ in pairs], [y for _, y in pairs])
@@ -227,8 +232,7 @@ def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
 
 def _relative(a: list[dict], b: list[dict], key: str = "mAP") -> str:
     """Paired (by seed) mean of (a − b) / b in %, with its 95 % t interval."""
-    base = {r["seed"]: r[key] for r in b}
-    rel = [100 * (r[key] - base[r["seed"]]) / base[r["seed"]] for r in a if r["seed"] in base]
+    rel = [100 * (x - y) / y for x, y in _pairs(a, b, key)]
     if not rel:
         return "–"
     d, lo, hi = paired_ci(rel, [0.0] * len(rel))
