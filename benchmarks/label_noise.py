@@ -70,9 +70,9 @@ from synthetic_ablation import (  # noqa: E402
     DCLS,
     NO_PART_REFINEMENT,
     PPLR,
-    SOURCE_CONFIG,
     Row,
     drop_checkpoints,
+    epochs_of,
     finished,
     make_data,
     mean_std,
@@ -80,6 +80,7 @@ from synthetic_ablation import (  # noqa: E402
     paired_ci,
     reid_train,
     slug,
+    source_model,
 )
 
 ROWS = [
@@ -96,13 +97,6 @@ ROW_NAMES = [r.name for r in ROWS]
 #: local branches).
 REFERENCE = {"constant LS": "CE", "PPLR": "CE (part model)", "DCLS": "CE (DCLS model)"}
 SECTION = "label-noise"
-
-
-def epochs(config: str, extra: list[str]) -> int:
-    """``optim.epochs`` of ``config`` with the ``--extra`` overrides."""
-    from reid_train.config import load_config
-
-    return load_config(ROOT / config, extra).optim.epochs
 
 
 def last_quality(out: Path) -> dict:
@@ -139,42 +133,21 @@ class NoiseCounts:
         return self.cache[rate, seed]
 
 
-def source_model(args: argparse.Namespace, work: Path) -> Path:
-    """The supervised source run (synthetic_ablation's step, with ``--extra``), or
-    ``--source-model``."""
-    if args.source_model is not None:
-        if finished(args.source_model, epochs(SOURCE_CONFIG, []), optim_of(SOURCE_CONFIG)) is None:
-            sys.exit(f"--source-model {args.source_model} is not a finished source run")
-        return args.source_model
-    source = make_data(work / "data_source", args.source_seed, source=True)
-    pre = work / "source_model"
-    if (
-        finished(pre, epochs(SOURCE_CONFIG, args.extra), optim_of(SOURCE_CONFIG, args.extra))
-        is None
-    ):
-        if args.only_finished:
-            raise SystemExit(f"--only-finished: no finished source model in {pre}")
-        print(f"supervised source model on {source} (seed {args.source_seed})", flush=True)
-        reid_train(SOURCE_CONFIG, pre, [
-            *BUDGET, f"data.data_root={source}", f"data.synthetic_seed={args.source_seed}",
-            *args.extra,
-        ])  # fmt: skip
-    return pre
-
-
 def run_all(args: argparse.Namespace, rows: list[Row]) -> tuple[list[dict], NoiseCounts]:
     """Train (or reuse) every (noise, seed, row) run; one record per run, and the noise counts
     of the target."""
     work = args.workdir / f"t{args.target_seed}_s{args.source_seed}"
-    target = make_data(work / "data_target", args.target_seed, source=False)
-    pre = source_model(args, work)
+    target = make_data(work / "data_target", args.target_seed, source=False, overrides=args.extra)
+    pre = source_model(
+        work, args.source_seed, args.extra, args.only_finished, given=args.source_model
+    )
     counts = NoiseCounts(target)
     runs = []
     for seed in args.seeds:  # seed-major: an interrupted sweep has every noise level of seed 1
         for rate in args.noise:
             for row in rows:
                 out = work / f"noise{rate:g}" / slug(row.name) / f"seed{seed}"
-                n_epochs = epochs(row.config, args.extra)
+                n_epochs = epochs_of(row.config, args.extra)
                 done = finished(out, n_epochs, optim_of(row.config, args.extra))
                 if done is None and args.only_finished:
                     continue
@@ -231,8 +204,12 @@ def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
 
 
 def _relative(a: list[dict], b: list[dict], key: str = "mAP") -> str:
-    """Paired (by seed) mean of (a − b) / b in %, with its 95 % t interval."""
-    rel = [100 * (x - y) / y for x, y in _pairs(a, b, key)]
+    """Paired (by seed) mean of (a − b) / b in %, with its 95 % t interval (undefined when a
+    seed's b is 0)."""
+    pairs = _pairs(a, b, key)
+    if any(y == 0 for _, y in pairs):
+        return "undefined (a seed has 0 at the lowest noise)"
+    rel = [100 * (x - y) / y for x, y in pairs]
     if not rel:
         return "–"
     d, lo, hi = paired_ci(rel, [0.0] * len(rel))

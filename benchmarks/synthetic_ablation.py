@@ -20,6 +20,13 @@ interrupted sweep continues where it stopped. Run from the repository root:
     python benchmarks/synthetic_ablation.py --rows supervised baseline --seeds 1 2 3 \\
         --target-seed 1 --source-seed 101 --json runs/proxy_t1.json      # another seed pair
     python benchmarks/synthetic_ablation.py --no-write            # print only
+    python benchmarks/synthetic_ablation.py --workdir /tmp/ablation_smoke --seeds 1 \
+        --rows supervised baseline --no-write --extra optim.epochs=1 optim.iters=2 \
+        data.synthetic_options.num_train_ids=12 data.synthetic_options.num_test_ids=12  # smoke
+
+``--extra KEY=VALUE ...`` reaches every run, the source run and the generated datasets; it
+changes the regime, so it needs its own ``--workdir`` (a finished run of another schedule stops
+the sweep, and a dataset folder of other generator options too).
 
 ``--json OUT`` writes ``{"runs": [{"row", "seed", "mAP", "rank1", "epochs": [{"epoch",
 "clusters", "true_identities", "pairwise_f1", "pairwise_precision", "nmi"}, ...]}, ...]}``.
@@ -158,10 +165,11 @@ def finished(out: Path, epochs: int, optim: dict | None = None) -> dict | None:
     }  # fmt: skip
 
 
-def epochs_of(config: str) -> int:
+def epochs_of(config: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    """``optim.epochs`` of a config (with ``overrides``)."""
     from reid_train.config import load_config
 
-    return load_config(ROOT / config).optim.epochs
+    return load_config(ROOT / config, overrides).optim.epochs
 
 
 def optim_of(config: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -175,14 +183,17 @@ def optim_of(config: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(optim).items()}
 
 
-def make_data(path: Path, seed: int, source: bool) -> Path:
+def make_data(
+    path: Path, seed: int, source: bool, overrides: list[str] | tuple[str, ...] = ()
+) -> Path:
     """The target (or source) dataset of the proxy: ``seed`` and the generator options of the
-    target configs (the generator's defaults) or of the source config; an existing folder must
+    target configs (the generator's defaults) or of the source config, with ``overrides`` (the
+    ``--extra`` ones: ``data.synthetic_options.*`` reach the runs too); an existing folder must
     hold exactly that dataset."""
     from reid_eval.datasets import make_synthetic_dataset, synthetic_mismatch
     from reid_train.config import load_config
 
-    config = load_config(ROOT / (SOURCE_CONFIG if source else BASELINE))
+    config = load_config(ROOT / (SOURCE_CONFIG if source else BASELINE), overrides)
     wanted = _synthetic_config(config.data.synthetic_options)
     if not (path / "synthetic.json").exists():
         make_synthetic_dataset(path, seed=seed, config=wanted)
@@ -207,28 +218,43 @@ def _synthetic_config(options: dict):  # noqa: ANN202
     return SyntheticConfig(**options)
 
 
+def source_model(
+    work: Path, source_seed: int, extra: list[str], only_finished: bool, given: Path | None = None
+) -> Path:
+    """The supervised source run of ``work`` (the stand-in for ImageNet weights), trained on
+    the source dataset of ``source_seed`` unless finished; or ``given``, a finished source run of
+    the same schedule. ``extra``: the ``--extra`` overrides, which reach the source run too."""
+    schedule = (epochs_of(SOURCE_CONFIG, extra), optim_of(SOURCE_CONFIG, extra))
+    if given is not None:
+        if finished(given, *schedule) is None:
+            raise SystemExit(f"--source-model {given} is not a finished source run")
+        return given
+    source = make_data(work / "data_source", source_seed, source=True, overrides=extra)
+    pre = work / "source_model"
+    if finished(pre, *schedule) is None:
+        if only_finished:
+            raise SystemExit(f"--only-finished: no finished source model in {pre}")
+        print(f"supervised source model on {source} (seed {source_seed})", flush=True)
+        reid_train(SOURCE_CONFIG, pre, [
+            *BUDGET, f"data.data_root={source}", f"data.synthetic_seed={source_seed}", *extra,
+        ])  # fmt: skip
+    return pre
+
+
 def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]:
     """Train (or reuse) every run of one (target, source) seed pair; their records by row."""
     work = args.workdir / f"t{args.target_seed}_s{args.source_seed}"
-    target = make_data(work / "data_target", args.target_seed, source=False)
-    source = make_data(work / "data_source", args.source_seed, source=True)
-    pre = work / "source_model"
-    source_done = finished(pre, epochs_of(SOURCE_CONFIG), optim_of(SOURCE_CONFIG))
-    if source_done is None and args.only_finished:
-        raise SystemExit(f"--only-finished: no finished source model in {pre}")
-    if source_done is None:
-        print(f"supervised source model on {source} (seed {args.source_seed})", flush=True)
-        reid_train(SOURCE_CONFIG, pre, [
-            *BUDGET, f"data.data_root={source}", f"data.synthetic_seed={args.source_seed}",
-        ])  # fmt: skip
+    extra = args.extra
+    target = make_data(work / "data_target", args.target_seed, source=False, overrides=extra)
+    pre = source_model(work, args.source_seed, extra, args.only_finished)
     results: dict[str, list[dict]] = {r.name: [] for r in rows}
     for seed in args.seeds:
         for row in rows:
             if not row.core and seed not in args.seeds[: args.other_seeds]:
                 continue
             out = work / slug(row.name) / f"seed{seed}"
-            epochs = epochs_of(row.config)
-            done = finished(out, epochs, optim_of(row.config))
+            epochs = epochs_of(row.config, extra)
+            done = finished(out, epochs, optim_of(row.config, extra))
             if done is None and args.only_finished:
                 continue
             if done is None:
@@ -236,7 +262,7 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
                 reid_train(row.config, out, [
                     *BUDGET, *row.overrides, f"data.data_root={target}",
                     f"data.synthetic_seed={args.target_seed}",
-                    f"model.pretrained={pre / 'last'}", f"runtime.seed={seed}",
+                    f"model.pretrained={pre / 'last'}", f"runtime.seed={seed}", *extra,
                 ])  # fmt: skip
                 done = finished(out, epochs)
                 assert done is not None, f"{out} did not finish"
@@ -396,6 +422,15 @@ def main() -> int:
         help="keep every run's best/ and state/ folders (by default a finished row run keeps "
         "last/ only, about 45 MB)",
     )
+    parser.add_argument(
+        "--extra",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides added to every run, the source run and the generated datasets too "
+        "(a smoke test: optim.epochs=1 optim.iters=2 data.synthetic_options.num_train_ids=12 "
+        "...); use another --workdir",
+    )
     args = parser.parse_args()
     unknown = set(args.rows or ()) - set(ROW_NAMES)
     if unknown:
@@ -419,6 +454,7 @@ def main() -> int:
     compute = sum(r["compute_s"] for r in runs)
     median_run = statistics.median(r["compute_s"] for r in runs) if runs else 0.0
     pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
+    extra = f" Extra overrides: `{' '.join(args.extra)}`." if args.extra else ""
     wanted = sum(
         1 for seed in args.seeds for row in rows
         if row.core or seed in args.seeds[: args.other_seeds]
@@ -438,7 +474,8 @@ difference to `baseline` over the same seeds, with a 95 % t interval. F1 and clu
 epoch's pseudo labels. Regenerate with `python benchmarks/synthetic_ablation.py`; the runs took
 {compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
 machine and any pause of the sweep; median run {median_run:.0f} s; this invocation
-ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already finished).{partial}
+ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already
+finished).{extra}{partial}
 
 Machine: {machine()}.
 

@@ -209,3 +209,10 @@ def test_label_noise_tables_known_answer() -> None:
     assert "| 40 % | 40.5 % (40.0–41.0) | 105 / 195 / 105 | 11 / 13 | 31 |" in lines
     # rows without a reference row of their own get no Δ-vs-CE line
     assert not any(line.startswith("| CE | CE |") for line in lines)
+
+
+def test_label_noise_relative_drop_is_undefined_from_zero() -> None:
+    clean = [_noise_run("CE", 0.0, 1, 0.0), _noise_run("CE", 0.0, 2, 10.0)]
+    noisy = [_noise_run("CE", 0.4, 1, 0.0), _noise_run("CE", 0.4, 2, 5.0)]
+    assert label_noise._relative(noisy, clean).startswith("undefined")
+    assert label_noise._relative(noisy[1:], clean) == "-50 %"
