@@ -193,7 +193,10 @@ def test_label_noise_tables_known_answer() -> None:
     assert "| CE | 81.0 ± 1.4 | 73.0 ± 4.2 |" in lines  # Rank-1
     # constant LS − CE at 0 %: differences 1 and 2 -> mean 1.5, sd 0.7071, half width t1 * 0.5
     half = t1 * 0.5
-    assert f"| constant LS | CE | +1.5 ({1.5 - half:+.1f}, {1.5 + half:+.1f}) | +2.0 |" in lines
+    # gap closed from 0 % to 40 %, seed 1 only (seed 2 lacks its 40 % run): (52-50) - (61-60)
+    assert (
+        f"| constant LS | CE | +1.5 ({1.5 - half:+.1f}, {1.5 + half:+.1f}) | +2.0 | +1.0 |"
+    ) in lines
     # drop from 0 % to 40 %: CE -10 and -6 -> -8 ± t1 * 2; constant LS only seed 1 pairs: -9
     # relative: CE -10/60 and -6/62 -> -16.67 % and -9.68 %; constant LS -9/61 -> -14.75 %
     rel = [-1000 / 60, -600 / 62]
@@ -216,3 +219,16 @@ def test_label_noise_relative_drop_is_undefined_from_zero() -> None:
     noisy = [_noise_run("CE", 0.4, 1, 0.0), _noise_run("CE", 0.4, 2, 5.0)]
     assert label_noise._relative(noisy, clean).startswith("undefined")
     assert label_noise._relative(noisy[1:], clean) == "-50 %"
+
+
+def test_label_noise_gap_closed_pairs_all_four_runs_by_seed() -> None:
+    ref_lo = [_noise_run("CE", 0.0, s, v) for s, v in ((1, 60.0), (2, 62.0), (3, 64.0))]
+    ref_hi = [_noise_run("CE", 0.4, s, v) for s, v in ((1, 50.0), (2, 52.0))]
+    row_lo = [_noise_run("PPLR", 0.0, s, v) for s, v in ((1, 50.0), (2, 48.0), (3, 40.0))]
+    row_hi = [_noise_run("PPLR", 0.4, s, v) for s, v in ((2, 46.0), (1, 45.0))]
+    # seed 1: (45-50) - (50-60) = +5; seed 2: (46-52) - (48-62) = +8; seed 3 has no 40 % runs
+    t1 = 12.706204736174707
+    half = t1 * (3 / 2**0.5) / 2**0.5
+    got = label_noise._gap_change(row_lo, ref_lo, row_hi, ref_hi)
+    assert got == f"+6.5 ({6.5 - half:+.1f}, {6.5 + half:+.1f})"
+    assert label_noise._gap_change(row_lo, ref_lo, [], ref_hi) == "–"
