@@ -182,9 +182,7 @@ def run_all(args: argparse.Namespace, rows: list[Row]) -> tuple[list[dict], Nois
 
 
 def _cell(runs: list[dict], key: str = "mAP") -> str:
-    """mean ± std over seeds; one seed has no spread, so its value is shown alone."""
-    if len(runs) == 1:
-        return f"{runs[0][key]:.1f}"
+    """mean ± std over seeds (one seed: its value alone)."""
     return mean_std([r[key] for r in runs]) if runs else "–"
 
 

@@ -279,9 +279,10 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
 
 
 def mean_std(values: list[float], digits: int = 1) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    """mean ± sample standard deviation; one value has no spread and is shown alone."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:

@@ -65,7 +65,7 @@ def test_paired_ci_known_answer() -> None:
 
 def test_mean_std() -> None:
     assert ablation.mean_std([1.0, 2.0, 3.0]) == "2.0 ± 1.0"
-    assert ablation.mean_std([0.5], 2) == "0.50 ± 0.00"
+    assert ablation.mean_std([0.5], 2) == "0.50"  # one value has no spread
 
 
 def _results(**changes: object) -> dict[str, list[dict]]:
