@@ -39,7 +39,8 @@ repository root:
     python benchmarks/label_noise.py --rows CE PPLR --noise 0 0.4 --no-write
     python benchmarks/label_noise.py --workdir /tmp/ln_smoke --seeds 1 --noise 0 0.4 \\
         --no-write --plot /tmp/ln_smoke.png \\
-        --extra optim.epochs=1 optim.iters=2                          # a smoke test
+        --extra optim.epochs=1 optim.iters=2 data.batch_size=8 \\
+        data.synthetic_options.num_train_ids=16 data.synthetic_options.num_test_ids=8  # smoke
 
 ``--json OUT`` writes ``{"runs": [{"row", "noise", "seed", "mAP", "rank1", "realised_noise",
 "noise_counts": {"rate", "merged", "split", "outliers", ..., "describe"}, "noise_logged",
@@ -420,8 +421,9 @@ def main() -> int:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="overrides added to every run, the source run too (tests: optim.epochs=1 "
-        "optim.iters=2); use another --workdir",
+        help="overrides added to every run, the source run and the generated datasets too "
+        "(a smoke test: optim.epochs=1 optim.iters=2 data.batch_size=8 "
+        "data.synthetic_options.num_train_ids=16 ...); use another --workdir",
     )
     args = parser.parse_args()
     unknown = set(args.rows or ()) - set(ROW_NAMES)

@@ -20,9 +20,10 @@ interrupted sweep continues where it stopped. Run from the repository root:
     python benchmarks/synthetic_ablation.py --rows supervised baseline --seeds 1 2 3 \\
         --target-seed 1 --source-seed 101 --json runs/proxy_t1.json      # another seed pair
     python benchmarks/synthetic_ablation.py --no-write            # print only
-    python benchmarks/synthetic_ablation.py --workdir /tmp/ablation_smoke --seeds 1 \
-        --rows supervised baseline --no-write --extra optim.epochs=1 optim.iters=2 \
-        data.synthetic_options.num_train_ids=12 data.synthetic_options.num_test_ids=12  # smoke
+    python benchmarks/synthetic_ablation.py --workdir /tmp/ablation_smoke --seeds 1 \\
+        --rows supervised baseline --no-write --extra optim.epochs=1 optim.iters=2 \\
+        data.batch_size=8 data.synthetic_options.num_train_ids=16 \\
+        data.synthetic_options.num_test_ids=8                      # a smoke test, about 1 min
 
 ``--extra KEY=VALUE ...`` reaches every run, the source run and the generated datasets; it
 changes the regime, so it needs its own ``--workdir`` (a finished run of another schedule stops
@@ -429,8 +430,8 @@ def main() -> int:
         default=[],
         metavar="KEY=VALUE",
         help="overrides added to every run, the source run and the generated datasets too "
-        "(a smoke test: optim.epochs=1 optim.iters=2 data.synthetic_options.num_train_ids=12 "
-        "...); use another --workdir",
+        "(a smoke test: optim.epochs=1 optim.iters=2 data.batch_size=8 "
+        "data.synthetic_options.num_train_ids=16 ...); use another --workdir",
     )
     args = parser.parse_args()
     unknown = set(args.rows or ()) - set(ROW_NAMES)
