@@ -455,6 +455,7 @@ def main() -> int:
     if drawn and args.plot.resolve().parent == docs:
         figure = f"\n![mAP against label noise]({args.plot.name})\n"
     compute = sum(r["compute_s"] for r in runs)
+    median_run = statistics.median(r["compute_s"] for r in runs) if runs else 0.0
     pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
     extra = f" Extra overrides: `{' '.join(args.extra)}`." if args.extra else ""
     wanted = len(args.seeds) * len(noise) * len(rows)
@@ -479,7 +480,8 @@ model: no AALS, PGLR or part smoothing) on `{PPLR}`; DCLS (full) and CE (DCLS mo
 or global smoothing) on `{DCLS}`. Each refinement is compared with plain CE on its own model;
 one evaluation after the last epoch. Seeds
 {", ".join(map(str, args.seeds))}.{extra} Regenerate with `python benchmarks/label_noise.py`; the
-runs took {compute / 60:.0f} min of compute (this invocation
+runs took {compute / 60:.0f} min of compute (wall time of their epochs, including any other
+load on the machine; median run {median_run:.0f} s; this invocation
 ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already finished).
 Machine: {machine()}.{partial}
 {figure}
