@@ -72,6 +72,7 @@ from synthetic_ablation import (  # noqa: E402
     NO_PART_REFINEMENT,
     PPLR,
     Row,
+    add_extra_argument,
     drop_checkpoints,
     epochs_of,
     finished,
@@ -187,15 +188,15 @@ def _cell(runs: list[dict], key: str = "mAP") -> str:
     return mean_std([r[key] for r in runs]) if runs else "–"
 
 
-def _pairs(a: list[dict], b: list[dict], key: str) -> list[tuple[float, float]]:
-    """(a, b) values of the seeds both have."""
+def _pairs(a: list[dict], b: list[dict], key: str) -> dict[int, tuple[float, float]]:
+    """seed -> (a, b) values, for the seeds both have."""
     base = {r["seed"]: r[key] for r in b}
-    return [(r[key], base[r["seed"]]) for r in a if r["seed"] in base]
+    return {r["seed"]: (r[key], base[r["seed"]]) for r in a if r["seed"] in base}
 
 
 def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
     """Paired (by seed) mean of a − b with its 95 % t interval."""
-    pairs = _pairs(a, b, key)
+    pairs = list(_pairs(a, b, key).values())
     if not pairs:
         return "–"
     d, lo, hi = paired_ci([x for x, _ in pairs], [y for _, y in pairs])
@@ -205,7 +206,7 @@ def _delta(a: list[dict], b: list[dict], key: str = "mAP") -> str:
 def _relative(a: list[dict], b: list[dict], key: str = "mAP") -> str:
     """Paired (by seed) mean of (a − b) / b in %, with its 95 % t interval (undefined when a
     seed's b is 0)."""
-    pairs = _pairs(a, b, key)
+    pairs = _pairs(a, b, key).values()
     if any(y == 0 for _, y in pairs):
         return "undefined (a seed has 0 at the lowest noise)"
     rel = [100 * (x - y) / y for x, y in pairs]
@@ -215,19 +216,22 @@ def _relative(a: list[dict], b: list[dict], key: str = "mAP") -> str:
     return f"{d:+.0f} % ({lo:+.0f}, {hi:+.0f})" if len(rel) > 1 else f"{d:+.0f} %"
 
 
+def _gap_changes(
+    a_lo: list[dict], b_lo: list[dict], a_hi: list[dict], b_hi: list[dict], key: str = "mAP"
+) -> dict[int, float]:
+    """seed -> (a − b at the highest noise) − (a − b at the lowest), for the seeds that have all
+    four runs: how much of its gap to CE a refinement closes as the noise rises."""
+    lo = {seed: x - y for seed, (x, y) in _pairs(a_lo, b_lo, key).items()}
+    hi = {seed: x - y for seed, (x, y) in _pairs(a_hi, b_hi, key).items()}
+    return {seed: hi[seed] - lo[seed] for seed in sorted(lo.keys() & hi.keys())}
+
+
 def _gap_change(
     a_lo: list[dict], b_lo: list[dict], a_hi: list[dict], b_hi: list[dict], key: str = "mAP"
 ) -> str:
-    """Paired (by seed) mean of (a − b at the highest noise) − (a − b at the lowest), with its
-    95 % t interval: how much of its gap to CE a refinement closes as the noise rises (> 0: it
-    is more robust than CE on its model), over the seeds that have all four runs."""
-
-    def gaps(a: list[dict], b: list[dict]) -> dict[int, float]:
-        base = {r["seed"]: r[key] for r in b}
-        return {r["seed"]: r[key] - base[r["seed"]] for r in a if r["seed"] in base}
-
-    lo, hi = gaps(a_lo, b_lo), gaps(a_hi, b_hi)
-    change = [hi[seed] - lo[seed] for seed in sorted(lo.keys() & hi.keys())]
+    """Paired (by seed) mean of :func:`_gap_changes` with its 95 % t interval (> 0: the
+    refinement is more robust than CE on its model)."""
+    change = list(_gap_changes(a_lo, b_lo, a_hi, b_hi, key).values())
     if not change:
         return "–"
     d, low, high = paired_ci(change, [0.0] * len(change))
@@ -244,6 +248,7 @@ def tables(
         (r, n): [x for x in runs if x["row"] == r and x["noise"] == n] for r in rows for n in noise
     }
     heads = " | ".join(f"{100 * n:g} %" for n in noise)
+    lo, hi = min(noise), max(noise)
     rule = "|---" * (len(noise) + 1) + "|"
     out = [
         "mAP % (mean ± std over seeds; a bare value: one seed so far):",
@@ -263,7 +268,6 @@ def tables(
             "Δ mAP vs plain CE on the same model, at the same noise (paired by seed, 95 % t CI):",
             "",
         ]
-        lo, hi = min(noise), max(noise)
         closed = f" gap closed, {100 * lo:g} → {100 * hi:g} % |" if len(noise) > 1 else ""
         out += [f"| row | vs | {heads} |{closed}", "|---" + rule + ("---|" if closed else "")]
         for r in compared:
@@ -277,10 +281,15 @@ def tables(
                 "",
                 f"Gap closed: the row's Δ at {100 * hi:g} % minus its Δ at {100 * lo:g} %, per "
                 "seed (> 0: the refinement loses less to the noise than CE on its model; the "
-                "direct test of robustness).",
+                "direct test of robustness). Per seed:",
+                "",
             ]
+            for r in compared:
+                ref = REFERENCE[r]
+                per_seed = _gap_changes(cell[r, lo], cell[ref, lo], cell[r, hi], cell[ref, hi])
+                shown = ", ".join(f"seed {seed} {v:+.1f}" for seed, v in per_seed.items())
+                out.append(f"* {r}: {shown or '–'}")
     if len(noise) > 1:
-        lo, hi = min(noise), max(noise)
         out += [
             "",
             f"mAP change from {100 * lo:g} % to {100 * hi:g} % noise (paired by seed, 95 % t CI;"
@@ -416,15 +425,7 @@ def main() -> int:
         help="train nothing: tabulate the runs finished so far (a partial table while the "
         "sweep goes on)",
     )
-    parser.add_argument(
-        "--extra",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides added to every run, the source run and the generated datasets too "
-        "(a smoke test: optim.epochs=1 optim.iters=2 data.batch_size=8 "
-        "data.synthetic_options.num_train_ids=16 ...); use another --workdir",
-    )
+    add_extra_argument(parser)
     args = parser.parse_args()
     unknown = set(args.rows or ()) - set(ROW_NAMES)
     if unknown:

@@ -399,6 +399,19 @@ def regime_properties(results: dict[str, list[dict]]) -> tuple[list[str], bool]:
     )
 
 
+def add_extra_argument(parser: argparse.ArgumentParser) -> None:
+    """``--extra KEY=VALUE ...``, the option both evidence scripts share."""
+    parser.add_argument(
+        "--extra",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides added to every run, the source run and the generated datasets too "
+        "(a smoke test: optim.epochs=1 optim.iters=2 data.batch_size=8 "
+        "data.synthetic_options.num_train_ids=16 ...); use another --workdir",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target-seed", type=int, default=0)
@@ -424,15 +437,7 @@ def main() -> int:
         help="keep every run's best/ and state/ folders (by default a finished row run keeps "
         "last/ only, about 45 MB)",
     )
-    parser.add_argument(
-        "--extra",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides added to every run, the source run and the generated datasets too "
-        "(a smoke test: optim.epochs=1 optim.iters=2 data.batch_size=8 "
-        "data.synthetic_options.num_train_ids=16 ...); use another --workdir",
-    )
+    add_extra_argument(parser)
     args = parser.parse_args()
     unknown = set(args.rows or ()) - set(ROW_NAMES)
     if unknown:

@@ -197,6 +197,7 @@ def test_label_noise_tables_known_answer() -> None:
     assert (
         f"| constant LS | CE | +1.5 ({1.5 - half:+.1f}, {1.5 + half:+.1f}) | +2.0 | +1.0 |"
     ) in lines
+    assert "* constant LS: seed 1 +1.0" in lines  # the gap closed per seed
     # drop from 0 % to 40 %: CE -10 and -6 -> -8 ± t1 * 2; constant LS only seed 1 pairs: -9
     # relative: CE -10/60 and -6/62 -> -16.67 % and -9.68 %; constant LS -9/61 -> -14.75 %
     rel = [-1000 / 60, -600 / 62]
@@ -229,6 +230,8 @@ def test_label_noise_gap_closed_pairs_all_four_runs_by_seed() -> None:
     # seed 1: (45-50) - (50-60) = +5; seed 2: (46-52) - (48-62) = +8; seed 3 has no 40 % runs
     t1 = 12.706204736174707
     half = t1 * (3 / 2**0.5) / 2**0.5
+    changes = label_noise._gap_changes(row_lo, ref_lo, row_hi, ref_hi)
+    assert changes == pytest.approx({1: 5.0, 2: 8.0})
     got = label_noise._gap_change(row_lo, ref_lo, row_hi, ref_hi)
     assert got == f"+6.5 ({6.5 - half:+.1f}, {6.5 + half:+.1f})"
     assert label_noise._gap_change(row_lo, ref_lo, [], ref_hi) == "–"
