@@ -235,3 +235,40 @@ def test_label_noise_gap_closed_pairs_all_four_runs_by_seed() -> None:
     got = label_noise._gap_change(row_lo, ref_lo, row_hi, ref_hi)
     assert got == f"+6.5 ({6.5 - half:+.1f}, {6.5 + half:+.1f})"
     assert label_noise._gap_change(row_lo, ref_lo, [], ref_hi) == "–"
+
+
+compare_runs = _load("compare_runs")
+
+
+def _probe_run(row: str, seed: int, m_ap: float, agreement: list[float]) -> dict:
+    return {"row": row, "seed": seed, "mAP": m_ap, "epochs": [{"agreement": agreement}]}
+
+
+def test_compare_runs_gap_and_its_change_known_answer() -> None:
+    ref, row = "baseline (part model)", "PPLR"
+    first = [
+        _probe_run(ref, 1, 60.0, [0.4, 0.6]), _probe_run(ref, 2, 62.0, [0.2, 0.4]),
+        _probe_run(row, 1, 50.0, [0.2, 0.3]), _probe_run(row, 2, 50.0, [0.2, 0.5]),
+        _probe_run(row, 3, 10.0, [0.0, 0.0]),  # a seed not asked for is ignored
+    ]  # fmt: skip
+    second = [
+        _probe_run(ref, 1, 61.0, [0.5, 0.5]), _probe_run(ref, 2, 63.0, [0.5, 0.5]),
+        _probe_run(row, 1, 55.0, [0.3, 0.3]), _probe_run(row, 2, 52.0, [0.3, 0.3]),
+    ]  # fmt: skip
+    lines = compare_runs.compare([first, second], ["a", "b"], row, ref, [1, 2]).splitlines()
+    t1 = 12.706204736174707
+    # gaps: first -10, -12 (mean -11, sd sqrt 2); second -6, -11 (mean -8.5, sd 5/sqrt 2)
+    h1, h2 = t1 * 1.0, t1 * 2.5
+    assert (
+        f"| a | 61.0 ± 1.4 | 50.0 ± 0.0 | -11.0 ({-11 - h1:+.1f}, {-11 + h1:+.1f}) "
+        "| 0.30 / 0.50 | 0.20 / 0.40 |" in lines
+    )
+    assert (
+        f"| b | 62.0 ± 1.4 | 53.5 ± 2.1 | -8.5 ({-8.5 - h2:+.1f}, {-8.5 + h2:+.1f}) "
+        "| 0.50 / 0.50 | 0.30 / 0.30 |" in lines
+    )
+    # change of the gap: +4 and +1 -> +2.5, sd 3/sqrt 2, half width t1 * 1.5
+    h3 = t1 * 1.5
+    assert lines[-1].endswith(f": +2.5 ({2.5 - h3:+.1f}, {2.5 + h3:+.1f})")
+    with pytest.raises(SystemExit, match="no run of seed"):
+        compare_runs.compare([first, second], ["a", "b"], row, ref, [1, 2, 3])
