@@ -110,7 +110,7 @@ def official_args(cfg, row: SideRow, seed: int, data_dir: Path, logs: Path) -> l
     d, o, c, m = cfg.data, cfg.optim, cfg.cluster, cfg.method
     steps = list(o.milestones)
     step = steps[0] if steps else o.epochs
-    if steps != list(range(step, o.epochs, step))[: len(steps)] or o.gamma != 0.1:
+    if steps != list(range(step, o.epochs, step)) or o.gamma != 0.1:
         raise SystemExit(
             f"optim.milestones {steps} (gamma {o.gamma}) is not the official StepLR(step, 0.1): "
             "use milestones k, 2k, ... below the last epoch"
@@ -369,7 +369,7 @@ def main() -> int:
     pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
     body = f"""## The official PPLR trainer side by side with ours ({pair})
 
-`python benchmarks/official_pplr.py --official-repo PPLR {"--extra " + extra if extra else ""}`:
+`python benchmarks/official_pplr.py --official-repo PPLR {extra}`:
 the official `examples/train_pplr.py` (method code unmodified, CPU shims of
 `benchmarks/official_shims.py`) and ours, from the same source model, data, schedule and
 settings; one evaluation after the last epoch; paired by seed. Runs took
