@@ -42,6 +42,15 @@ EXPECTED = {
     "synthetic_pplr_cam": "pplr_cam/pplr synthetic 96x48 32x4 bn1 eps0.25 debias 10x60 [4, 8]",
     "synthetic_source": "baseline/baseline synthetic 64x32 32x4 bn1 eps0.5 20x150 [8, 16]",
     "synthetic_tiny": "pplr/pplr synthetic 64x32 8x4 bn1 eps0.4 2x2 [1]",
+    "cluster_contrast_market1501": (
+        "cluster_contrast/baseline market1501 256x128 256x16 bn4 eps0.6 50x200 [20, 40]"
+    ),
+    "cluster_contrast_msmt17": (
+        "cluster_contrast/baseline msmt17 256x128 256x16 bn4 eps0.7 50x200 [20, 40]"
+    ),
+    "synthetic_cluster_contrast": (
+        "cluster_contrast/baseline synthetic 96x48 32x4 bn1 eps0.25 debias 10x60 [4, 8]"
+    ),
 }
 
 #: Further values of the files that have a distinctive one (dotted keys).
@@ -49,6 +58,15 @@ EXTRA = {
     "pplr_cam_market1501": {"method.lambda_cam": 0.5},
     "pplr_cam_msmt17": {"method.lambda_cam": 1.0},
     "synthetic_pplr_cam": {"method.lambda_cam": 0.5},
+    "cluster_contrast_market1501": {
+        "method.options": {"temperature": 0.05, "momentum": 0.1, "update": "all"},
+        "method.triplet_weight": 0.0,
+        "data.interpolation": "bicubic",
+    },
+    "synthetic_cluster_contrast": {
+        "method.options": {"temperature": 0.05, "momentum": 0.1, "update": "all"},
+        "method.triplet_weight": 0.0,
+    },
     "synthetic_source": {
         "cluster.labels": "ground_truth",
         "data.data_root": "data/synthetic_source",

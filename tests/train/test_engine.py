@@ -28,7 +28,7 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["baseline", "pplr", "pplr_cam", "dcls"])
+@pytest.mark.parametrize("method", ["baseline", "pplr", "pplr_cam", "dcls", "cluster_contrast"])
 def test_one_epoch_of_each_method(method: str, synthetic_root: Path, tmp_path: Path) -> None:
     cfg = tiny(synthetic_root, f"method.name={method}", "optim.epochs=1")
     records = Trainer(cfg, tmp_path).fit()
@@ -41,6 +41,7 @@ def test_one_epoch_of_each_method(method: str, synthetic_root: Path, tmp_path: P
         "pplr": {"global_ce", "part_ce", "triplet"},
         "pplr_cam": {"global_ce", "part_ce", "triplet", "camera"},
         "dcls": {"global_ce", "local_ce", "triplet"},
+        "cluster_contrast": {"contrast", "triplet"},
     }[method]
     assert set(epoch["losses"]) == expected
     assert all(v == v for v in epoch["losses"].values())  # finite numbers, not NaN
@@ -53,14 +54,14 @@ def test_one_epoch_of_each_method(method: str, synthetic_root: Path, tmp_path: P
     assert labels["clusters"] == epoch["clusters"] and labels["nmi"] == epoch["quality"]["nmi"]
     if method in ("pplr", "pplr_cam"):
         assert len(epoch["agreement"]) == cfg.model.num_parts and labels["agreement"]
-        assert all(0.0 <= a <= 1.0 for a in epoch["agreement"]) and not epoch["beta"]
+        assert all(0.0 <= a <= 1.0 for a in epoch["agreement"]) and "beta" not in epoch
     if method == "dcls":  # mean beta per region (Eq. 4-5), in (0, 1]
         assert len(epoch["beta"]) == cfg.model.num_regions and labels["beta"] == epoch["beta"]
-        assert all(0.0 < b <= 1.0 for b in epoch["beta"]) and not epoch["agreement"]
+        assert all(0.0 < b <= 1.0 for b in epoch["beta"]) and "agreement" not in epoch
     # The run leaves its plots (one PNG per concern).
     plots = {p.name for p in (tmp_path / "plots").glob("*.png")}
     assert {"metrics.png", "clusters.png", "quality.png", "losses.png", "times.png"} <= plots
-    assert ("refinement.png" in plots) == (method != "baseline")
+    assert ("refinement.png" in plots) == (method not in ("baseline", "cluster_contrast"))
     # reid-eval can read both checkpoints; the resolved config is in the run folder.
     for name in ("best", "last"):
         assert load_checkpoint(tmp_path / name).arch == cfg.model.arch
@@ -106,8 +107,10 @@ def test_too_few_clusters_for_the_batch_skips_the_epoch(
 def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import reid_train.methods.base as base_module
+
     trainer = Trainer(tiny(synthetic_root, "optim.epochs=2"), tmp_path)
-    real = engine_module.soft_triplet_loss
+    real = base_module.soft_triplet_loss
 
     def nan_in_epoch_one(features, targets, margin=0.0):  # noqa: ANN001, ANN202
         loss = real(features, targets, margin)
@@ -120,7 +123,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(
         trainer_epoch[0] = epoch
         return original_run(epoch)
 
-    monkeypatch.setattr(engine_module, "soft_triplet_loss", nan_in_epoch_one)
+    monkeypatch.setattr(base_module, "soft_triplet_loss", nan_in_epoch_one)
     monkeypatch.setattr(trainer, "run_epoch", run_epoch)
     with pytest.raises(TrainingDivergedError, match="NaN/inf at epoch 1"):
         trainer.fit()
@@ -232,10 +235,12 @@ def test_tensorboard_events_when_asked(synthetic_root: Path, tmp_path: Path) -> 
 
 
 def test_ground_truth_labels_relabel_and_reject_unlabelled_splits() -> None:
-    labels = engine_module._ground_truth_labels(np.array([7, 3, 7, -1, 12]))
+    from reid_train.pseudo_labels import ground_truth_labels
+
+    labels = ground_truth_labels(np.array([7, 3, 7, -1, 12]))
     assert labels.tolist() == [1, 0, 1, -1, 2]  # sorted ids -> 0..K-1, junk -> outlier
     with pytest.raises(ConfigError, match="no identity labels"):
-        engine_module._ground_truth_labels(np.array([-1, -1]))
+        ground_truth_labels(np.array([-1, -1]))
 
 
 def test_camera_loss_uses_the_post_bnneck_features_of_its_proxies(
@@ -246,7 +251,7 @@ def test_camera_loss_uses_the_post_bnneck_features_of_its_proxies(
     ones (``method.triplet_features=pooled``)."""
     from types import SimpleNamespace
 
-    from reid_train.methods import EpochState
+    from reid_train.epoch import EpochRecord
 
     cfg = tiny(synthetic_root, "method.name=pplr_cam", "method.triplet_features=pooled")
     trainer = Trainer(cfg, tmp_path)
@@ -263,10 +268,9 @@ def test_camera_loss_uses_the_post_bnneck_features_of_its_proxies(
             seen.append(float(feats[0, 0])) or feats.sum() * 0
         )
         batch = {"index": torch.arange(n), "camid": torch.tensor([0, 1, 0, 1])}
-        state = EpochState(
-            tensors={"agreement": torch.ones(n, p)}, proxies={"global": None, "parts": [None] * p}
-        )
-        terms = trainer._losses(out, torch.tensor([0, 0, 1, 1]), batch, 0, k, state)
+        record = EpochRecord(epoch=0, num_clusters=k, tensors={"agreement": torch.ones(n, p)})
+        trainer.method.proxies = {"global": None, "parts": [None] * p}
+        terms = trainer.method.training_step(out, torch.tensor([0, 0, 1, 1]), batch, record)
         assert "camera" in terms
         assert seen == [1.0] + [3.0] * p  # post-BNNeck global, then post-BNNeck parts
     finally:

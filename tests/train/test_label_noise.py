@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import reid_train.engine as engine_module
 from reid_eval import load_dataset
 from reid_eval.datasets import synthetic_families
 from reid_train.config import ConfigError, load_config
 from reid_train.engine import Trainer
-from reid_train.label_noise import LabelNoiseWarning, NoisyLabels, noisy_labels
+from reid_train.label_noise import LabelNoiseWarning, NoisyLabels, noisy_labels, relabel
+from reid_train.pseudo_labels import ground_truth_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -51,12 +51,20 @@ def _pids_per_label(result: NoisyLabels, pids: np.ndarray) -> dict[int, set[int]
 def test_rate_zero_is_the_ground_truth_relabelling() -> None:
     pids, camids, families = _random_split(0)
     result = noisy_labels(pids, camids, 0.0, seed=5, families=families)
-    np.testing.assert_array_equal(result.labels, engine_module._ground_truth_labels(pids))
+    np.testing.assert_array_equal(result.labels, ground_truth_labels(pids))
     assert result.labels.dtype == np.int64
     assert (result.merged, result.split, result.outliers, result.rate) == (0, 0, 0, 0.0)
     assert result.images == int((pids >= 0).sum())
     small = noisy_labels(np.array([7, 3, 7, -1, 12]), np.array([0, 1, 0, 0, 2]), 0.0)
     assert small.labels.tolist() == [1, 0, 1, -1, 2]
+
+
+def test_relabel_known_answer() -> None:
+    """The one relabelling helper: values >= 0 to 0..K-1 in sorted order, the others -1."""
+    out = relabel(np.array([7, 3, 7, -1, 12, -5]))
+    assert out.tolist() == [1, 0, 1, -1, 2, -1] and out.dtype == np.int64
+    assert relabel(np.array([-1, -1])).tolist() == [-1, -1]
+    assert relabel(np.array([], dtype=np.int64)).tolist() == []
 
 
 def test_forced_choices_known_answer() -> None:
@@ -280,11 +288,9 @@ def _tiny(synthetic_root: Path, *overrides: str):  # noqa: ANN202
 def test_noise_zero_trains_on_the_ground_truth(synthetic_root: Path, tmp_path: Path) -> None:
     trainer = Trainer(_tiny(synthetic_root, "cluster.labels=noisy_ground_truth"), tmp_path)
     try:
-        noisy = trainer._noisy_labels()
-        np.testing.assert_array_equal(
-            noisy.labels, engine_module._ground_truth_labels(trainer.train_pids)
-        )
-        assert trainer._noisy_labels() is noisy  # computed once
+        noisy = trainer.labeler.noisy()
+        np.testing.assert_array_equal(noisy.labels, ground_truth_labels(trainer.train_pids))
+        assert trainer.labeler.noisy() is noisy  # computed once
     finally:
         trainer.close()
 

@@ -14,7 +14,8 @@ from reid_refine import label_smoothing_loss
 from reid_train import methods
 from reid_train.config import METHOD_ARCH, ConfigError, load_config
 from reid_train.engine import Trainer
-from reid_train.methods import EpochState, Method
+from reid_train.epoch import EpochRecord
+from reid_train.methods import Method
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -22,9 +23,10 @@ ENGINE = ROOT / "packages" / "reid-train" / "src" / "reid_train" / "engine.py"
 
 
 def test_built_in_recipes() -> None:
-    assert set(methods.names()) == {"baseline", "pplr", "pplr_cam", "dcls"}
+    assert methods.names() == ["baseline", "dcls", "pplr", "pplr_cam", "cluster_contrast"]
     assert {name: methods.get(name).arch for name in methods.names()} == METHOD_ARCH
-    assert methods.get("pplr_cam").camera_proxies and not methods.get("pplr").camera_proxies
+    assert not methods.get("cluster_contrast").uses_classifiers
+    assert methods.get("pplr").uses_classifiers
     with pytest.raises(KeyError, match="unknown method 'spcl'; known: baseline"):
         methods.get("spcl")
 
@@ -61,18 +63,19 @@ class StrongSmoothing(Method):
         eps = config.method.global_epsilon
         return [] if eps > 0 else [f"method.global_epsilon must be > 0 here, got {eps}"]
 
-    def losses(
-        self, out: Any, targets: torch.Tensor, batch: Any, epoch: int, k: int, state: EpochState
+    def training_step(
+        self, out: Any, targets: torch.Tensor, batch: Any, record: EpochRecord
     ) -> dict[str, torch.Tensor]:
-        logits = out.global_logits[:, :k].float()
-        return {"global_ce": label_smoothing_loss(logits, targets, self.options.global_epsilon)}
+        logits = out.global_logits[:, : record.num_clusters].float()
+        ce = label_smoothing_loss(logits, targets, self.options.global_epsilon)
+        return {"global_ce": ce, **self.triplet(out, targets)}
 
 
 @pytest.fixture
 def registered() -> Iterator[type[Method]]:
     methods.register(StrongSmoothing)
     yield StrongSmoothing
-    methods._REGISTRY.pop(StrongSmoothing.name)
+    methods.unregister(StrongSmoothing.name)
 
 
 def test_a_new_recipe_is_one_class(
@@ -90,5 +93,5 @@ def test_a_new_recipe_is_one_class(
     finally:
         trainer.close()
     assert summary.trained, summary.note
-    assert set(summary.losses) == {"global_ce", "triplet"}  # the engine adds the triplet
-    assert not summary.agreement and not summary.beta
+    assert set(summary.losses) == {"global_ce", "triplet"}  # the shared triplet helper
+    assert not summary.figures

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-import reid_train.engine as engine_module
 import reid_train.methods.pplr as pplr_module
+import reid_train.pseudo_labels as labels_module
 from reid_clustering import dbscan_clustering
 from reid_train.config import load_config
 from reid_train.engine import Trainer
@@ -23,7 +23,7 @@ TINY = ROOT / "configs" / "synthetic_tiny.yaml"
 def _record(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Spy on the engine's clustering, kNN searches and cross agreement (real ones still run)."""
     calls: dict[str, list[Any]] = {"clustering": [], "knn": [], "agreement": []}
-    real_cluster = engine_module.dbscan_clustering
+    real_cluster = labels_module.dbscan_clustering
     real_knn = pplr_module.knn_search
     real_agreement = pplr_module.cross_agreement
 
@@ -41,7 +41,7 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         calls["agreement"].append((global_feats, parts, kwargs, result))
         return result
 
-    monkeypatch.setattr(engine_module, "dbscan_clustering", cluster)
+    monkeypatch.setattr(labels_module, "dbscan_clustering", cluster)
     monkeypatch.setattr(pplr_module, "knn_search", knn)
     monkeypatch.setattr(pplr_module, "cross_agreement", agreement)
     return calls
@@ -100,7 +100,8 @@ def test_global_ranked_list_is_reused_only_for_the_clustered_features(
             assert not torch.allclose(clustering.features, global_feats, rtol=0, atol=1e-5)
     # Reusing changes nothing: the scores are those of searching every list again.
     assert torch.equal(scores, _searched(global_feats, parts, k))
-    assert summary.agreement and all(0.0 <= a <= 1.0 for a in summary.agreement)
+    agreement = summary.figures["agreement"]
+    assert agreement and all(0.0 <= a <= 1.0 for a in agreement)
 
 
 def test_reusable_ranking_checks_each_condition() -> None:

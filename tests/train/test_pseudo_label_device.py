@@ -20,15 +20,22 @@ import numpy as np
 import pytest
 import torch
 
-import reid_train.engine as engine_module
 import reid_train.methods.base as base_module
 import reid_train.methods.dcls as dcls_module
 import reid_train.methods.pplr as pplr_module
-from reid_clustering import camera_debiased, dbscan_clustering, dbscan_pseudo_labels, knn_search
+import reid_train.pseudo_labels as labels_module
+from reid_clustering import (
+    SPARSE_THRESHOLD,
+    camera_debiased,
+    dbscan_clustering,
+    dbscan_pseudo_labels,
+    knn_search,
+)
 from reid_refine import cross_agreement, dcls_smoothing_factors
 from reid_train.config import load_config
-from reid_train.engine import Trainer, _sparse_path
+from reid_train.engine import Trainer
 from reid_train.methods.pplr import _reusable_ranking
+from reid_train.pseudo_labels import PseudoLabeler, sparse_path
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -89,14 +96,14 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
         monkeypatch.setattr(owner, name, spy)
 
-    wrap(engine_module, "dbscan_clustering", lambda a, kw, r: (a[0], kw, r))
+    wrap(labels_module, "dbscan_clustering", lambda a, kw, r: (a[0], kw, r))
     wrap(pplr_module, "cross_agreement", lambda a, kw, r: (a[0], a[1], kw, r))
     wrap(pplr_module, "knn_search", lambda a, kw, r: a[0])
-    wrap(engine_module, "camera_debiased", lambda a, kw, r: (a[0], a[1], r))
+    wrap(labels_module, "camera_debiased", lambda a, kw, r: (a[0], a[1], r))
     wrap(dcls_module, "dcls_smoothing_factors", lambda a, kw, r: (a[0], a[1]))
-    wrap(engine_module, "camera_proxies", lambda a, kw, r: (a[0], a[1], a[2]))
+    wrap(pplr_module, "camera_proxies", lambda a, kw, r: (a[0], a[1], a[2]))
     wrap(Trainer, "_extract", lambda a, kw, r: r)
-    wrap(Trainer, "_cluster", lambda a, kw, r: r)
+    wrap(Trainer, "_pseudo_labels", lambda a, kw, r: (a[1].labels, dict(a[1].tensors)))
     return calls
 
 
@@ -120,7 +127,7 @@ def _devices(calls: dict[str, list[Any]]) -> set[torch.device]:
                 visit(item)
 
     for name, records in calls.items():
-        if name != "_cluster":  # its labels are on the CPU by design (the sampler reads them)
+        if name != "_pseudo_labels":  # its labels are on the CPU by design (the sampler reads them)
             visit(records)
     return found
 
@@ -158,8 +165,8 @@ def test_cpu_run_never_converts_the_features(
     assert not converted, f"feature matrices converted to the CPU / numpy: {converted}"
     assert _devices(calls) == {device}
     # The labels and the agreement are what the public functions give on those features.
-    ((labels, state),) = calls["_cluster"]
-    agreement = state.tensors.get("agreement")
+    ((labels, tensors),) = calls["_pseudo_labels"]
+    agreement = tensors.get("agreement")
     assert labels.device.type == "cpu" and labels.dtype == torch.int64
     c = cfg.cluster
     clustered = feats[valid]
@@ -176,22 +183,22 @@ def test_cpu_run_never_converts_the_features(
         assert torch.equal(agreement, cross_agreement(feats, parts, k=k, knn=knn))
     if cfg.method.name == "dcls":
         beta = dcls_smoothing_factors(feats, parts, cfg.method.metric)[0]
-        assert summary.beta == beta[valid].mean(dim=0).tolist()
+        assert summary.figures["beta"] == beta[valid].mean(dim=0).tolist()
 
 
 def test_sparse_path_on_accelerators() -> None:
     """The CPU keeps ``cluster.sparse`` as given; an accelerator takes the radius graph unless
     ``false`` is asked for at most SPARSE_THRESHOLD images (where N × N stays small)."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
-    big = engine_module.SPARSE_THRESHOLD + 1
+    big = SPARSE_THRESHOLD + 1
     for n in (100, big):
         for setting in (None, True, False):
-            assert _sparse_path(setting, n, cpu) is setting
-        assert _sparse_path(None, n, cuda) is True
-        assert _sparse_path(True, n, cuda) is True
-    assert _sparse_path(False, 100, cuda) is False
-    assert _sparse_path(False, engine_module.SPARSE_THRESHOLD, cuda) is False
-    assert _sparse_path(False, big, cuda) is True
+            assert sparse_path(setting, n, cpu) is setting
+        assert sparse_path(None, n, cuda) is True
+        assert sparse_path(True, n, cuda) is True
+    assert sparse_path(False, 100, cuda) is False
+    assert sparse_path(False, SPARSE_THRESHOLD, cuda) is False
+    assert sparse_path(False, big, cuda) is True
     # The override of an explicit `false` is said once per run.
     said: list[str] = []
     stub = types.SimpleNamespace(
@@ -199,9 +206,9 @@ def test_sparse_path_on_accelerators() -> None:
         _dense_refused=False,
         _warn=said.append,
     )
-    assert Trainer._dbscan_sparse(stub, big, cuda) is True  # type: ignore[arg-type]
-    assert Trainer._dbscan_sparse(stub, big, cuda) is True  # type: ignore[arg-type]
-    assert Trainer._dbscan_sparse(stub, 100, cuda) is False  # type: ignore[arg-type]
+    assert PseudoLabeler._sparse(stub, big, cuda) is True  # type: ignore[arg-type]
+    assert PseudoLabeler._sparse(stub, big, cuda) is True  # type: ignore[arg-type]
+    assert PseudoLabeler._sparse(stub, 100, cuda) is False  # type: ignore[arg-type]
     assert len(said) == 1 and "cluster.sparse=false" in said[0]
 
 
@@ -259,7 +266,7 @@ def _check_cuda_run(
     cfg = _config(synthetic_root, *overrides)
     monkeypatch.setattr(base_module, "ROW_BLOCK", 16)  # several blocks at this size
     if cfg.cluster.sparse is False:
-        monkeypatch.setattr(engine_module, "SPARSE_THRESHOLD", 50)
+        monkeypatch.setattr(labels_module, "SPARSE_THRESHOLD", 50)
     calls = _spy(monkeypatch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -275,8 +282,8 @@ def _check_cuda_run(
     assert kwargs["sparse"] is True  # only the radius graph goes to the CPU
     if cfg.cluster.sparse is False:
         assert any("cluster.sparse=false" in str(w.message) for w in caught)
-    ((labels, state),) = calls["_cluster"]
-    agreement = state.tensors.get("agreement")
+    ((labels, tensors),) = calls["_pseudo_labels"]
+    agreement = tensors.get("agreement")
     assert labels.device.type == "cpu" and labels.dtype == torch.int64
     if cfg.method.name in ("pplr", "pplr_cam"):
         ((global_feats, _, agreement_kwargs, _),) = calls["cross_agreement"]

@@ -25,6 +25,7 @@ TensorBoard, plots).
 
 from typing import TYPE_CHECKING, Any
 
+from reid_train import methods  # noqa: F401  (registers the built-in recipes first)
 from reid_train.config import (
     ARCHITECTURES,
     METHOD_ARCH,
@@ -67,7 +68,7 @@ from reid_train.sampler import PKBatchSampler, TooFewIdentitiesError, epoch_gene
 if TYPE_CHECKING:
     from reid_train.engine import Trainer, train
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "ARCHITECTURES",

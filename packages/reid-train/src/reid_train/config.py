@@ -41,7 +41,7 @@ from reid_refine.dcls import Guidance as DCLSGuidance
 from reid_refine.dcls import LocalMode as DCLSLocalMode
 from reid_refine.dcls import Metric as DCLSMetric
 
-from . import methods as _methods
+from . import registry as _methods
 from ._typed import Mismatch, accepts_str, coerce, describe, field_types, show
 
 __all__ = [
@@ -263,6 +263,12 @@ class MethodConfig:
     guidance: DCLSGuidance = "cross"
     #: ε of DCLS's constant smoothing modes.
     epsilon: float = 0.1
+    # --- a method's own keys ---
+    #: The keys of the method's ``Options`` dataclass (reid_train.methods: e.g. Cluster
+    #: Contrast's ``temperature``), set in YAML as a mapping or on the command line as
+    #: ``method.options.temperature=0.05``; checked against it and completed with its
+    #: defaults when the config is validated (the run's config.yaml holds every key).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -571,7 +577,10 @@ def _validate(cfg: TrainConfig) -> list[str]:
         )
     # w_l, w_g, metric, the smoothing modes and epsilon: DCLS's recipe (reid_refine.DCLSOptions)
     if recipe is not None:
-        p.extend(recipe.validate(cfg))  # the recipe's own rules (reid_train.methods)
+        own = _method_options(recipe, me)
+        p.extend(own)
+        if not own:
+            p.extend(recipe.validate(cfg))  # the recipe's own rules (reid_train.methods)
     # optim
     need(
         all(x >= 1 for x in o.milestones)
@@ -581,6 +590,43 @@ def _validate(cfg: TrainConfig) -> list[str]:
     # runtime
     need(bool(r.output_dir), "runtime.output_dir must not be empty")
     return p
+
+
+def _method_options(recipe: Any, me: MethodConfig) -> list[str]:
+    """Check ``method.options`` against the recipe's ``Options`` dataclass and complete it with
+    the defaults (in place); the problems, each naming the key."""
+    cls = recipe.Options
+    if cls is None:
+        if me.options:
+            return [
+                f"method.options {sorted(me.options)}: method {me.name!r} has no options of "
+                "its own; remove them (or choose the method they belong to)"
+            ]
+        return []
+    types_ = field_types(cls)
+    problems, values = [], {}
+    for key, value in me.options.items():
+        if key not in types_:
+            close = difflib.get_close_matches(str(key), list(types_), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                f"method.options.{key} is not an option of {me.name!r}; {hint}its options: "
+                f"{', '.join(types_)}"
+            )
+            continue
+        try:
+            values[key] = coerce(value, types_[key])
+        except Mismatch:
+            problems.append(
+                f"method.options.{key} must be {describe(types_[key])}, got {show(value)}"
+            )
+    if problems:
+        return problems
+    try:
+        me.options = dataclasses.asdict(cls(**values))
+    except (TypeError, ValueError) as e:  # the dataclass's own range checks
+        return [f"method.options: {e}"]
+    return []
 
 
 # --------------------------------------------------------------------------------------------

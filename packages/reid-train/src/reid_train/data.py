@@ -51,6 +51,7 @@ from .config import DataConfig
 from .sampler import PKBatchSampler, epoch_generator
 
 __all__ = [
+    "record_ids",
     "BadImageWarning",
     "BadImagesError",
     "ImageDataset",
@@ -432,3 +433,8 @@ def build_extract_loader(
         num_workers=data.workers,
         pin_memory=_pin_memory(device),
     )
+
+
+def record_ids(records: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(pids, camids)`` of image records (``reid_eval.ImageRecord``), as numpy arrays."""
+    return np.array([r.pid for r in records]), np.array([r.camid for r in records])

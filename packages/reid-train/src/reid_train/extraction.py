@@ -23,7 +23,7 @@ from reid_eval import ImageRecord
 from .config import TrainConfig
 from .data import build_extract_loader
 
-__all__ = ["broadcast_from_main", "extract_features", "shard_indices"]
+__all__ = ["broadcast_from_main", "broadcast_tensors", "extract_features", "shard_indices"]
 
 
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -108,3 +108,23 @@ def broadcast_from_main(acc: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
     if acc.num_processes == 1:
         return tensor
     return broadcast(tensor.to(acc.device), from_process=0).to(tensor.device)
+
+
+def broadcast_tensors(
+    acc: Accelerator, tensors: dict[str, torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The main process's named tensors on every process: their names, shapes and dtypes first,
+    then each tensor (on ``device``). With one process, ``tensors`` itself."""
+    if acc.num_processes == 1:
+        return tensors
+    from accelerate.utils import broadcast_object_list
+
+    meta = [{k: (tuple(t.shape), t.dtype) for k, t in tensors.items()}]
+    broadcast_object_list(meta, from_process=0)
+    out = {}
+    for name, (shape, dtype) in meta[0].items():
+        if acc.is_main_process:
+            out[name] = broadcast_from_main(acc, tensors[name])
+        else:
+            out[name] = broadcast_from_main(acc, torch.zeros(shape, dtype=dtype, device=device))
+    return out

@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LabelNoiseWarning", "NoisyLabels", "noisy_labels"]
+__all__ = ["LabelNoiseWarning", "NoisyLabels", "noisy_labels", "relabel"]
 
 #: A realised rate this far from the requested one is reported with a warning.
 TOLERANCE = 0.02
@@ -181,9 +181,8 @@ def noisy_labels(
     n = int(known.sum())
     if n == 0:
         raise ValueError("no image has an identity (every pid < 0): there are no labels to corrupt")
-    labels = np.full(len(pids), -1, dtype=np.int64)
-    ids, inverse = np.unique(pids[known], return_inverse=True)
-    labels[known] = inverse.reshape(-1)
+    labels = relabel(pids)
+    ids = np.unique(pids[known])  # the identity of each label
     k = len(ids)
     known_idx = np.flatnonzero(known)
     sizes = np.bincount(labels[known_idx], minlength=k)
@@ -258,8 +257,7 @@ def noisy_labels(
     outliers = len(dropped)
 
     # 6. compact labels 0..K'-1
-    kept = labels >= 0
-    labels[kept] = np.unique(labels[kept], return_inverse=True)[1].reshape(-1)
+    labels = relabel(labels)
     realised = (merged + split + outliers) / n
     if abs(budget / n - realised) > TOLERANCE:  # B / N: the request, rounded to whole images
         warnings.warn(
@@ -281,6 +279,16 @@ def noisy_labels(
         lookalike_merges=lookalike,
         splits=splits,
     )
+
+
+def relabel(ids: np.ndarray) -> np.ndarray:
+    """Identities (or labels) >= 0 renumbered 0..K-1 in sorted order, the others -1: ground-truth
+    pids to training labels, or labels that lost some values (noise, unreadable images) made
+    contiguous again. int64, a new array."""
+    out = np.full(len(ids), -1, dtype=np.int64)
+    known = ids >= 0
+    out[known] = np.unique(ids[known], return_inverse=True)[1].reshape(-1)
+    return out
 
 
 def _lookalike_pairs(ids: np.ndarray, families: Mapping[int, int]) -> np.ndarray:

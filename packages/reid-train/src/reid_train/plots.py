@@ -16,7 +16,8 @@ clusters.png   clusters and outliers per epoch; the true number of identities wh
 quality.png    pseudo-label quality: NMI, ARI, pairwise precision / recall / F1
 losses.png     one small panel per loss term
 times.png      seconds per epoch: extract / cluster / train / eval, stacked
-refinement.png PPLR mean cross agreement per part and/or DCLS mean β per region
+refinement.png the method's per-epoch figures (PPLR: mean cross agreement per part; DCLS: mean β
+               per region; any registered method's ``figures()``)
 ============== ==============================================================================
 
 matplotlib is imported only when a figure is drawn, through its object-oriented API (no
@@ -438,10 +439,9 @@ def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[li
 
 
 def _refinement_figure(mpl: _Matplotlib, history: list[dict[str, Any]], run_name: str) -> Any:
-    panels = [
-        ("agreement", "PPLR: mean cross agreement", "part", "agreement (0 – 1)"),
-        ("beta", "DCLS: mean β", "region", "β"),
-    ]
+    from .registry import figures  # the registered methods' figures
+
+    panels = [(k, f.title, f.unit, f.ylabel) for k, f in figures().items()]
     present = [(p, _series(history, p[0])) for p in panels]
     present = [(p, s) for p, s in present if s[0]]
     if not present:

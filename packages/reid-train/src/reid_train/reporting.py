@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from . import registry
 from .config import ConfigError
 from .run_dir import HISTORY_FILE
 
 if TYPE_CHECKING:
-    from .engine import EpochSummary
+    from .epoch import EpochRecord
 
 __all__ = ["Reporter", "epoch_line", "epoch_scalars", "evaluation_line"]
 
@@ -60,7 +61,7 @@ class Reporter:
             return
         self.tensorboard = SummaryWriter(log_dir=str(log_dir))
 
-    def epoch(self, summary: EpochSummary) -> None:
+    def epoch(self, summary: EpochRecord) -> None:
         """The epoch's console line and its TensorBoard scalars."""
         if not self.is_main:
             return
@@ -92,8 +93,8 @@ class Reporter:
             plot_run(run_dir)
 
 
-def epoch_line(summary: EpochSummary) -> str:
-    """``epoch E: K clusters, O outliers (quality) | agreement/beta | losses | lr | times``."""
+def epoch_line(summary: EpochRecord) -> str:
+    """``epoch E: K clusters, O outliers (quality) | figures | losses | lr | times``."""
     losses = "  ".join(f"{k} {v:.3f}" for k, v in summary.losses.items()) or "no training"
     times = " / ".join(f"{k} {v:.1f}s" for k, v in summary.times.items())
     q = summary.quality
@@ -105,7 +106,7 @@ def epoch_line(summary: EpochSummary) -> str:
     )
     refine = "".join(
         f" | {name} " + " ".join(f"{v:.2f}" for v in values)
-        for name, values in (("agreement", summary.agreement), ("beta", summary.beta))
+        for name, values in summary.figures.items()
         if values
     )
     return (
@@ -114,7 +115,7 @@ def epoch_line(summary: EpochSummary) -> str:
     )
 
 
-def epoch_scalars(summary: EpochSummary) -> dict[str, float]:
+def epoch_scalars(summary: EpochRecord) -> dict[str, float]:
     """The epoch's TensorBoard scalars, by tag."""
     scalars: dict[str, float] = {
         "pseudo_labels/clusters": summary.clusters,
@@ -124,8 +125,10 @@ def epoch_scalars(summary: EpochSummary) -> dict[str, float]:
     scalars.update({f"pseudo_labels/{k}": v for k, v in summary.quality.items()})
     scalars.update({f"loss/{k}": v for k, v in summary.losses.items()})
     scalars.update({f"time/{k}": v for k, v in summary.times.items()})
-    scalars.update({f"agreement/part_{i}": v for i, v in enumerate(summary.agreement)})
-    scalars.update({f"beta/region_{i}": v for i, v in enumerate(summary.beta)})
+    for name, values in summary.figures.items():
+        unit = registry.figures().get(name)
+        scalars.update({f"{name}/{unit.unit if unit else 'value'}_{i}": v
+                        for i, v in enumerate(values)})  # fmt: skip
     return scalars
 
 

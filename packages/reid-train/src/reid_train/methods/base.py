@@ -1,84 +1,58 @@
-"""What a training recipe is: the interface between the engine and one method.
+"""What a training recipe is: the interface between the trainer and one method.
 
-The engine (:mod:`reid_train.engine`) runs the same epoch for every method (docs/design.md, "One
-training epoch"): extract features, cluster them, initialise the classifiers, train P×K batches,
-evaluate. A :class:`Method` supplies the three things that differ:
+The trainer (:mod:`reid_train.engine`) runs the same epoch for every method (docs/design.md,
+"One training epoch"): extract features, make pseudo labels, initialise the classifiers, train
+P×K batches, evaluate. A :class:`Method` supplies what differs, each through one hook that gets
+the epoch's :class:`~reid_train.epoch.EpochRecord`:
 
-* **which model outputs it needs**: its model architecture (:attr:`Method.arch`), whether the
-  epoch extracts part features (:meth:`Method.needs_parts`) and whether the classifiers get
-  camera proxies (:attr:`Method.camera_proxies`);
-* **its per-epoch preparation** (:meth:`Method.prepare`, main process): per-image tensors such
-  as PPLR's cross agreement, which the engine broadcasts to every process, and the figures the
-  epoch logs (the mean cross agreement, DCLS's mean β);
-* **its batch losses** (:meth:`Method.losses`), a dict of named terms. The engine adds the soft
-  triplet, which every method shares, and then :meth:`Method.auxiliary_losses` (PPLR's camera
-  term), and sums them in that order.
+* **what it trains**: its model architecture (:attr:`Method.arch`), whether the epoch extracts
+  part features (:meth:`Method.needs_parts`), whether the model has centroid classifiers
+  (:attr:`Method.uses_classifiers`);
+* **its per-epoch preparation**: :meth:`Method.on_epoch_start` (main process) returns per-image
+  tensors such as PPLR's cross agreement, which the trainer broadcasts to every process by what
+  it returns, and records the epoch's figures (named by :meth:`Method.figures`, which reporting
+  and plots show without knowing them); :meth:`Method.setup_epoch` (every process, features
+  still at hand) builds per-process state such as PPLR's camera proxies or Cluster Contrast's
+  memory;
+* **its batch**: :meth:`Method.training_step` returns every loss term in summation order (the
+  shared soft triplet through :meth:`Method.triplet`); :meth:`Method.after_step` runs after the
+  optimiser step (a memory's momentum update);
+* **its settings**: :meth:`Method.validate` checks them (the config names no method); a method's
+  own keys are the fields of its :attr:`Method.Options` dataclass, given as ``method.options``.
 
-A method also checks its own settings (:meth:`Method.validate`), so the config names no method.
 A new recipe is one module with a subclass decorated by :func:`reid_train.methods.register`,
-plus one YAML config: docs/design.md, "Adding a method", has a worked example.
+plus one YAML config: docs/design.md, "Adding a method".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..losses import soft_triplet_loss
+
 if TYPE_CHECKING:
-    from reid_clustering import DBSCANResult
-
     from ..config import TrainConfig
+    from ..epoch import EpochRecord
 
-__all__ = ["ROW_BLOCK", "EpochInputs", "EpochState", "Method"]
+__all__ = ["ROW_BLOCK", "Figure", "Method"]
 
 #: Rows per block of the recipes' row-wise passes over the features on an accelerator (their
 #: temporaries stay small at MSMT17 size).
 ROW_BLOCK = 4096
 
 
-@dataclass
-class EpochInputs:
-    """What :meth:`Method.prepare` gets (main process, after the clustering).
+@dataclass(frozen=True)
+class Figure:
+    """A per-epoch figure a method records (a list of numbers per epoch, one per part or
+    region): how the console, TensorBoard and ``plots/refinement.png`` name it."""
 
-    Attributes:
-        feats: ``[N, D]`` extracted global features (L2-normalised, post-BNNeck), every training
-            image in dataset order, on the training device.
-        parts: ``[N, P, D]`` part features (post-BNNeck, L2-normalised), or None when the
-            method does not need them (:meth:`Method.needs_parts`) or the model has none.
-        valid: ``[N]`` bool, the images that were readable.
-        keep: indices of the readable images (the rows the clustering saw, in order).
-        labels: ``[N]`` int64 CPU labels of the epoch (-1 = outlier or unreadable).
-        clustering: the clustering's result (labels, ranked kNN list, its normalised features),
-            or None when the labels did not come from DBSCAN (``cluster.labels``).
-    """
-
-    feats: torch.Tensor
-    parts: torch.Tensor | None
-    valid: torch.Tensor
-    keep: torch.Tensor
-    labels: torch.Tensor
-    clustering: DBSCANResult | None
-
-
-@dataclass
-class EpochState:
-    """What a method prepared for an epoch.
-
-    Attributes:
-        tensors: per-image tensors (first dimension N, dataset order) computed by the main
-            process and broadcast to every process by the engine; :meth:`Method.losses` reads
-            them by ``batch["index"]``.
-        summary: figures the epoch records (``EpochSummary`` fields, e.g. ``agreement``,
-            ``beta``); main process only.
-        proxies: camera proxies of the epoch (set by the engine when
-            :attr:`Method.camera_proxies`), else None.
-    """
-
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    proxies: dict[str, Any] | None = None
+    title: str  # the plot panel's title, e.g. "PPLR: mean cross agreement"
+    unit: str  # what one value belongs to, e.g. "part" (TensorBoard tags "<name>/<unit>_<i>")
+    ylabel: str  # the plot's y axis
 
 
 class Method:
@@ -87,69 +61,93 @@ class Method:
     Attributes:
         name: the ``method.name`` that selects it.
         arch: the ``reid_backbones.build_model`` architecture it trains (``model.arch``).
-        camera_proxies: whether the engine builds per-camera proxies of the clusters each epoch
-            (PPLR's camera-aware variant); they arrive as ``state.proxies``.
-        loss_terms: the names of the terms :meth:`losses` and :meth:`auxiliary_losses` return
-            (for documentation and tests; the engine adds ``triplet`` when
-            ``method.triplet_weight > 0``).
+        uses_classifiers: whether the model has classifiers that the trainer initialises with
+            the cluster centroids each epoch (False: a model without classifiers, e.g. a
+            method that classifies against a memory of its own).
+        loss_terms: the names of the terms :meth:`training_step` returns (for documentation
+            and tests; ``triplet`` comes from :meth:`triplet` when ``method.triplet_weight``
+            is above 0).
+        Options: the dataclass of the method's own keys (``method.options`` in the config,
+            checked and completed with its defaults when the config is validated), or None.
     """
 
     name: ClassVar[str]
     arch: ClassVar[str]
-    camera_proxies: ClassVar[bool] = False
+    uses_classifiers: ClassVar[bool] = True
     loss_terms: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type | None] = None
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.options = config.method
+        #: The method's own options (an instance of :attr:`Options`), or None.
+        self.hparams: Any = self.options_of(config)
+
+    @classmethod
+    def options_of(cls, config: TrainConfig) -> Any:
+        """``config.method.options`` as an :attr:`Options` instance (None without Options)."""
+        return None if cls.Options is None else cls.Options(**config.method.options)
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        """Every key of :attr:`Options` with its default (an empty dict without Options)."""
+        return {} if cls.Options is None else dataclasses.asdict(cls.Options())
 
     @classmethod
     def validate(cls, config: TrainConfig) -> list[str]:
         """Problems with the method's settings in ``config``, each a message naming the key and
-        the fix (the config's checks of the shared keys have run already)."""
+        the fix (the config's checks of the shared keys and of the types of ``method.options``
+        have run already)."""
         return []
+
+    @classmethod
+    def figures(cls) -> dict[str, Figure]:
+        """The per-epoch figures :meth:`on_epoch_start` records in ``record.figures``."""
+        return {}
 
     def needs_parts(self, num_parts: int) -> bool:
         """Whether the epoch extracts part features (``num_parts``: the model's)."""
         return False
 
-    def broadcast_shapes(self, num_images: int, num_parts: int) -> dict[str, tuple[int, ...]]:
-        """Shapes of the :attr:`EpochState.tensors` that :meth:`prepare` will return (every
-        process allocates them to receive the broadcast)."""
+    def on_epoch_start(self, record: EpochRecord) -> dict[str, torch.Tensor]:
+        """Main process, after the pseudo labels: per-image tensors (``[N, ...]``, dataset
+        order) that the trainer broadcasts to every process into ``record.tensors``; figures
+        to log go into ``record.figures``. None by default."""
         return {}
 
-    def prepare(self, inputs: EpochInputs) -> EpochState:
-        """The epoch's per-image tensors and logged figures (main process only)."""
-        return EpochState()
+    def setup_epoch(self, record: EpochRecord) -> None:
+        """Every process, after the classifiers were initialised and ``record.tensors``
+        arrived, with the gathered features still in ``record``: per-process state of the
+        epoch (camera proxies, a memory). Nothing by default."""
 
-    def losses(
-        self,
-        out: Any,
-        targets: torch.Tensor,
-        batch: dict[str, torch.Tensor],
-        epoch: int,
-        num_clusters: int,
-        state: EpochState,
+    def training_step(
+        self, out: Any, targets: torch.Tensor, batch: dict[str, torch.Tensor], record: EpochRecord
     ) -> dict[str, torch.Tensor]:
-        """The batch's classification terms, in summation order.
+        """The batch's loss terms, in summation order.
 
         Args:
-            out: the model's training output (``reid_backbones`` ``ModelOutput``: logits and
-                features, global and per part).
-            targets: ``[B]`` pseudo labels of the batch, in ``[0, num_clusters)``.
+            out: the model's training output (``reid_backbones.ReIDOutput``: features and
+                logits, global and per part).
+            targets: ``[B]`` pseudo labels of the batch on the training device, in
+                ``[0, record.num_clusters)``.
             batch: the loader's batch (``index``: dataset indices, ``camid``, ...).
-            epoch: 0-based epoch.
-            num_clusters: K, the classifiers' rows in use this epoch.
-            state: this epoch's :class:`EpochState`.
+            record: this epoch (``record.epoch``, ``record.num_clusters``, ``record.tensors``).
         """
         raise NotImplementedError
 
-    def auxiliary_losses(
-        self,
-        out: Any,
-        targets: torch.Tensor,
-        batch: dict[str, torch.Tensor],
-        state: EpochState,
-    ) -> dict[str, torch.Tensor]:
-        """Terms added after the shared soft triplet (PPLR's camera loss); none by default."""
-        return {}
+    def after_step(
+        self, out: Any, targets: torch.Tensor, batch: dict[str, torch.Tensor], record: EpochRecord
+    ) -> None:
+        """After the optimiser step of the batch (every process). Nothing by default."""
+
+    def triplet(self, out: Any, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The soft triplet every method shares (PPLR Eq. 3) on ``method.triplet_features``,
+        weighted by ``method.triplet_weight``: ``{"triplet": ...}``, or nothing at weight 0."""
+        m = self.config.method
+        if m.triplet_weight <= 0:
+            return {}
+        embedding = out.global_bn_features if m.triplet_features == "bn" else out.global_features
+        return {
+            "triplet": m.triplet_weight
+            * soft_triplet_loss(embedding.float(), targets, m.triplet_margin)
+        }

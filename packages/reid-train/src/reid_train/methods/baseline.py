@@ -2,21 +2,24 @@
 
 Loss per batch: label-smoothed cross-entropy on the global logits (``method.global_epsilon``;
 0 = plain CE, PPLR Table 1's baseline; 0.1 = the "+ constant label smoothing" row) plus the
-soft triplet the engine adds for every method. The part-model baseline of PPLR Table 1 (parts
+shared soft triplet (:meth:`Method.triplet`). The part-model baseline of PPLR Table 1 (parts
 trained with CE, no refinement) is ``pplr`` with ``use_aals``/``use_pglr`` off and
 ``part_epsilon`` 0.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from reid_refine import label_smoothing_loss
 
-from . import register
-from .base import EpochState, Method
+from ..registry import register
+from .base import Method
+
+if TYPE_CHECKING:
+    from ..epoch import EpochRecord
 
 
 @register
@@ -25,14 +28,9 @@ class Baseline(Method):
     arch = "baseline"
     loss_terms = ("global_ce",)
 
-    def losses(
-        self,
-        out: Any,
-        targets: torch.Tensor,
-        batch: dict[str, torch.Tensor],
-        epoch: int,
-        num_clusters: int,
-        state: EpochState,
+    def training_step(
+        self, out: Any, targets: torch.Tensor, batch: dict[str, torch.Tensor], record: EpochRecord
     ) -> dict[str, torch.Tensor]:
-        logits = out.global_logits[:, :num_clusters].float()
-        return {"global_ce": label_smoothing_loss(logits, targets, self.options.global_epsilon)}
+        logits = out.global_logits[:, : record.num_clusters].float()
+        ce = label_smoothing_loss(logits, targets, self.options.global_epsilon)
+        return {"global_ce": ce, **self.triplet(out, targets)}

@@ -4,8 +4,9 @@ Per batch (docs/design.md, "DCLS"): ``reid_refine.dcls_loss`` with ``w_l``, ``w_
 ``metric``, ``local_smoothing`` (LS''_l Eq. 6+7, LS'_l Eq. 6, constant or none),
 ``global_smoothing`` (LS_g Eq. 8, constant or none), ``guidance`` and ``epsilon``: the terms
 ``local_ce`` and ``global_ce``; with no local regions (``model.num_regions: 0``) only
-``global_ce``, CE smoothed by ``epsilon``. The engine adds the soft triplet on the global
-feature. Per epoch the main process logs the mean smoothing factor β per region (Eq. 4-5).
+``global_ce``, CE smoothed by ``epsilon``; then the shared soft triplet on the global feature.
+Per epoch the main process records the mean smoothing factor β per region (Eq. 4-5), the
+``beta`` figure.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import torch
 
 from reid_refine import DCLSOptions, dcls_loss, dcls_smoothing_factors, label_smoothing_loss
 
-from . import base, register
-from .base import EpochInputs, EpochState, Method
+from ..registry import register
+from . import base
+from .base import Figure, Method
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
+    from ..epoch import EpochRecord
 
 __all__ = ["DCLS"]
 
@@ -58,37 +61,38 @@ class DCLS(Method):
             problems.append(f"method.guidance 'non_cross' needs model.num_regions 3, got {n_l}")
         return problems
 
+    @classmethod
+    def figures(cls) -> dict[str, Figure]:
+        return {"beta": Figure("DCLS: mean β", "region", "β")}
+
     def needs_parts(self, num_parts: int) -> bool:
         return num_parts > 0
 
-    def prepare(self, inputs: EpochInputs) -> EpochState:
-        """The mean β per region over the readable images (logged; the losses recompute β per
-        batch)."""
-        state = EpochState()
-        if inputs.parts is not None:
-            state.summary["beta"] = _mean_beta(
-                inputs.feats, inputs.parts, inputs.valid, self.options.metric
+    def on_epoch_start(self, record: EpochRecord) -> dict[str, torch.Tensor]:
+        """The mean β per region over the readable images, the ``beta`` figure (the losses
+        recompute β per batch); no per-image tensor."""
+        if record.parts is not None:
+            assert record.feats is not None and record.valid is not None
+            record.figures["beta"] = _mean_beta(
+                record.feats, record.parts, record.valid, self.options.metric
             )
-        return state
+        return {}
 
-    def losses(
-        self,
-        out: Any,
-        targets: torch.Tensor,
-        batch: dict[str, torch.Tensor],
-        epoch: int,
-        num_clusters: int,
-        state: EpochState,
+    def training_step(
+        self, out: Any, targets: torch.Tensor, batch: dict[str, torch.Tensor], record: EpochRecord
     ) -> dict[str, torch.Tensor]:
-        m, k = self.options, num_clusters
+        m, k = self.options, record.num_clusters
         g_logits = out.global_logits[:, :k].float()
         if out.part_logits is None:  # N_l = 0: the global branch alone
-            return {"global_ce": label_smoothing_loss(g_logits, targets, m.epsilon)}
-        result = dcls_loss(
-            g_logits, out.part_logits[:, :, :k].float(), out.global_bn_features.float(),
-            out.part_features.float(), targets, self.dcls,
-        )  # fmt: skip
-        return {"local_ce": result.local_loss, "global_ce": result.global_loss}
+            terms = {"global_ce": label_smoothing_loss(g_logits, targets, m.epsilon)}
+        else:
+            result = dcls_loss(
+                g_logits, out.part_logits[:, :, :k].float(), out.global_bn_features.float(),
+                out.part_features.float(), targets, self.dcls,
+            )  # fmt: skip
+            terms = {"local_ce": result.local_loss, "global_ce": result.global_loss}
+        terms.update(self.triplet(out, targets))
+        return terms
 
 
 def dcls_options(config: TrainConfig) -> DCLSOptions:

@@ -11,23 +11,29 @@ Per batch (docs/design.md, "PPLR"):
   ``pglr_uniform_weights``), otherwise CE with ``global_epsilon``;
 * ``part_ce``: AALS (Eq. 7-8) from epoch ``aals_epoch`` (``use_aals``), before it or without
   AALS CE with ``part_epsilon``, averaged over the parts;
-* the engine's soft triplet (Eq. 3);
+* the shared soft triplet (Eq. 3, :meth:`Method.triplet`);
 * ``pplr_cam`` only, ``camera``: ``lambda_cam`` × the inter-camera proxy loss (Eq. 4-5) on the
-  post-BNNeck global feature, plus the parts' mean when ``cam_on_parts``.
+  post-BNNeck global feature, plus the parts' mean when ``cam_on_parts``, against per-camera
+  proxies of the clusters built each epoch from the extracted features
+  (:meth:`PPLRCam.setup_epoch`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from reid_clustering import DBSCANResult, knn_search
 from reid_refine import aals_loss, cross_agreement, label_smoothing_loss, pglr_loss
 
-from ..losses import camera_proxy_loss
-from . import base, register
-from .base import EpochInputs, EpochState, Method
+from ..losses import camera_proxies, camera_proxy_loss
+from ..registry import register
+from . import base
+from .base import Figure, Method
+
+if TYPE_CHECKING:
+    from ..epoch import EpochRecord
 
 __all__ = ["PPLR", "PPLRCam"]
 
@@ -38,21 +44,23 @@ class PPLR(Method):
     arch = "pplr"
     loss_terms = ("global_ce", "part_ce")
 
+    @classmethod
+    def figures(cls) -> dict[str, Figure]:
+        return {"agreement": Figure("PPLR: mean cross agreement", "part", "agreement (0 – 1)")}
+
     def needs_parts(self, num_parts: int) -> bool:
         return True
 
-    def broadcast_shapes(self, num_images: int, num_parts: int) -> dict[str, tuple[int, ...]]:
-        return {"agreement": (num_images, num_parts)}
-
-    def prepare(self, inputs: EpochInputs) -> EpochState:
-        """The cross agreement ``[N, P]`` (Eq. 6) and its mean over the clustered images."""
-        feats, parts = inputs.feats, inputs.parts
-        assert parts is not None, "PPLR extracts part features"
+    def on_epoch_start(self, record: EpochRecord) -> dict[str, torch.Tensor]:
+        """The cross agreement ``[N, P]`` (Eq. 6); its mean over the clustered images is the
+        epoch's ``agreement`` figure."""
+        feats, parts = record.feats, record.parts
+        assert feats is not None and parts is not None, "PPLR extracts part features"
         k = self.options.agreement_k
         reuse = _reusable_ranking(
-            inputs.clustering,
+            record.clustering,
             feats,
-            clustered_all_rows=inputs.keep.numel() == feats.shape[0],
+            clustered_all_rows=record.keep.numel() == feats.shape[0],
             camera_debias=self.config.cluster.camera_debias,
             k=k,
         )
@@ -61,27 +69,21 @@ class PPLR(Method):
         else:
             global_feats, global_ranked = reuse.features, reuse.ranked
         agreement = cross_agreement(global_feats, parts, k=k, knn=_knn, global_ranked=global_ranked)
-        state = EpochState(tensors={"agreement": agreement})
-        clustered = inputs.labels >= 0
+        assert record.labels is not None
+        clustered = record.labels >= 0
         if bool(clustered.any()):
-            state.summary["agreement"] = (
+            record.figures["agreement"] = (
                 agreement[clustered.to(agreement.device)].mean(dim=0).tolist()
             )
-        return state
+        return {"agreement": agreement}
 
-    def losses(
-        self,
-        out: Any,
-        targets: torch.Tensor,
-        batch: dict[str, torch.Tensor],
-        epoch: int,
-        num_clusters: int,
-        state: EpochState,
+    def training_step(
+        self, out: Any, targets: torch.Tensor, batch: dict[str, torch.Tensor], record: EpochRecord
     ) -> dict[str, torch.Tensor]:
-        m, k = self.options, num_clusters
+        m, k, epoch = self.options, record.num_clusters, record.epoch
         g_logits = out.global_logits[:, :k].float()
         p_logits = out.part_logits[:, :, :k].float()
-        agreement = state.tensors["agreement"]
+        agreement = record.tensors["agreement"]
         ca = agreement[batch["index"].to(agreement.device)]
         terms: dict[str, torch.Tensor] = {}
         if m.use_pglr:
@@ -98,6 +100,7 @@ class PPLR(Method):
                     for i in range(p_logits.shape[1])
                 ]
             ).mean()
+        terms.update(self.triplet(out, targets))
         return terms
 
 
@@ -106,20 +109,40 @@ class PPLRCam(PPLR):
     """PPLR + the camera-aware proxy loss (the official code's ``PPLRTrainerCAM``)."""
 
     name = "pplr_cam"
-    camera_proxies = True
     loss_terms = ("global_ce", "part_ce", "camera")
 
-    def auxiliary_losses(
-        self,
-        out: Any,
-        targets: torch.Tensor,
-        batch: dict[str, torch.Tensor],
-        state: EpochState,
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.proxies: dict[str, Any] | None = None
+
+    def setup_epoch(self, record: EpochRecord) -> None:
+        """The epoch's camera proxies (every process, from the gathered features on the
+        training device): per (cluster, camera) means of the clustered images' global features
+        and, with ``cam_on_parts``, of each part's."""
+        feats, parts, labels = record.feats, record.parts, record.labels
+        assert feats is not None and labels is not None and record.camids is not None
+        clustered = labels >= 0
+        cams = torch.from_numpy(record.camids)[clustered].to(feats.device)
+        lab, rows = labels[clustered].to(feats.device), clustered.to(feats.device)
+        to_dev = lambda t: tuple(x.to(record.device) for x in t)  # noqa: E731
+        proxies: dict[str, Any] = {"global": to_dev(camera_proxies(feats[rows], lab, cams))}
+        proxies["parts"] = []
+        if parts is not None and self.options.cam_on_parts:
+            clustered_parts = parts[rows]  # one copy for all parts
+            proxies["parts"] = [
+                to_dev(camera_proxies(clustered_parts[:, i], lab, cams))
+                for i in range(parts.shape[1])
+            ]
+        self.proxies = proxies
+
+    def training_step(
+        self, out: Any, targets: torch.Tensor, batch: dict[str, torch.Tensor], record: EpochRecord
     ) -> dict[str, torch.Tensor]:
+        terms = super().training_step(out, targets, batch, record)
         # The proxies are means of the extracted (post-BNNeck) features, so the batch's
         # features are the post-BNNeck ones too, whatever method.triplet_features says.
-        m, proxies = self.options, state.proxies
-        assert proxies is not None, "the engine builds the camera proxies of pplr_cam"
+        m, proxies = self.options, self.proxies
+        assert proxies is not None, "setup_epoch builds the camera proxies of pplr_cam"
         cams = batch["camid"].to(targets.device)
         cam = self._loss(out.global_bn_features.float(), targets, cams, proxies["global"])
         if m.cam_on_parts and proxies["parts"]:
@@ -133,7 +156,8 @@ class PPLRCam(PPLR):
                     ]
                 ).mean()
             )
-        return {"camera": m.lambda_cam * cam}
+        terms["camera"] = m.lambda_cam * cam
+        return terms
 
     def _loss(self, feats, targets, cams, proxy):  # noqa: ANN001, ANN202
         m = self.options
@@ -177,8 +201,8 @@ def _reusable_ranking(
     ``feats`` normalised the same way:
 
     * there was a clustering (not ``cluster.labels: [noisy_]ground_truth``), with the torch kNN
-      backend (the engine's ``dbscan_clustering(..., backend="torch")``: the ranking of
-      :func:`_knn`);
+      backend (:mod:`reid_train.pseudo_labels` clusters with ``backend="torch"``: the ranking
+      of :func:`_knn`);
     * it saw every row, in order (no unreadable image was left out of it);
     * it saw ``feats`` themselves, not camera-debiased features (``cluster.camera_debias``);
     * its features are ``feats`` up to re-normalisation (within ``_RENORMALISED_ATOL``: the
