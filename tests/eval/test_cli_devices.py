@@ -67,6 +67,41 @@ def test_unparsable_device_names_the_choices(spec: str, expected: str | None) ->
         assert "did you mean" not in message
 
 
+def test_auto_picks_cuda_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_cuda(monkeypatch)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device(" AUTO ") == torch.device("cpu")
+    _gpus(monkeypatch, 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    with pytest.raises(ValueError, match="did you mean 'auto'"):
+        resolve_device("atuo:1")
+
+
+def test_cli_defaults_to_auto(
+    tiny_checkpoint: Path,
+    synthetic_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    _no_cuda(monkeypatch)
+    code = main([
+        "--checkpoint", str(tiny_checkpoint), "--dataset", "synthetic",
+        "--data-root", str(synthetic_root), "--quiet", "--workers", "0",
+    ])  # fmt: skip
+    assert code == 0
+    assert "on cpu" in capsys.readouterr().out
+    parser = cli.build_parser()
+    commands = {
+        "evaluate": ["--checkpoint", "c", "--dataset", "d", "--data-root", "r"],
+        "extract": ["--checkpoint", "c", "--images", "i", "--output", "o"],
+        "baseline": ["--dataset", "d", "--data-root", "r"],
+    }
+    for command, args in commands.items():
+        parsed = parser.parse_args([command, *args])
+        assert parsed.device == "auto"
+        assert getattr(parsed, "workers", None) is None  # default_workers(device) decides
+
+
 def test_cuda_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_cuda(monkeypatch)
     for spec in ("cuda", "cuda:0", torch.device("cuda", 1)):

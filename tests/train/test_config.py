@@ -327,3 +327,36 @@ def test_range_table_names_real_keys_and_null_passes() -> None:
 
     assert set(_RANGES) <= set(config_keys())
     assert load_config(TINY, ["optim.grad_clip=null"]).optim.grad_clip is None
+
+
+def test_split_batch_keeps_the_global_batch_and_its_bn_groups() -> None:
+    """data.global_batch_size: each process takes G / N images and the ghost BatchNorm groups
+    keep their size; without it the global batch grows with the processes (and the line says
+    how to keep it)."""
+    from reid_train.config import config_from_dict, split_batch
+
+    def cfg(**data):  # noqa: ANN003, ANN202
+        return config_from_dict({"data": {"num_instances": 4, **data}, "model": {"bn_groups": 4}})
+
+    one = cfg(batch_size=64, global_batch_size=64)
+    line = split_batch(one, 1)
+    assert (one.data.batch_size, one.model.bn_groups) == (64, 4)
+    assert line.startswith("global batch 64 = 1 process(es) x 64 images") and "groups of 16" in line
+    four = cfg(batch_size=64, global_batch_size=64)
+    line = split_batch(four, 4)
+    assert (four.data.batch_size, four.model.bn_groups) == (16, 1)
+    assert "global batch 64 = 4 process(es) x 16 images" in line
+    assert "16 identities per step" in line
+    two = cfg(batch_size=64, global_batch_size=64)
+    split_batch(two, 2)
+    assert (two.data.batch_size, two.model.bn_groups) == (32, 2)  # groups of 16 still
+    plain = cfg(batch_size=64)
+    line = split_batch(plain, 4)
+    assert plain.data.batch_size == 64 and "global batch 256" in line
+    assert "set data.global_batch_size=64" in line
+    with pytest.raises(ConfigError, match="does not split into 3 processes"):
+        split_batch(cfg(batch_size=64, global_batch_size=64), 3)
+    with pytest.raises(ConfigError, match="does not split into 16 processes"):
+        split_batch(cfg(batch_size=64, global_batch_size=64), 16)  # 4 images: P = 1
+    with pytest.raises(ConfigError, match="multiple of data.num_instances"):
+        cfg(batch_size=64, global_batch_size=66)

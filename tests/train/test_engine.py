@@ -159,11 +159,14 @@ def test_two_cpu_processes_train_on_different_batches(synthetic_root: Path, tmp_
         launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "reid_train",
         "--config", str(TINY), "--output-dir", str(tmp_path), f"data.data_root={synthetic_root}",
-        "optim.epochs=1",
+        "optim.epochs=1", "data.global_batch_size=16",
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    # The global batch is printed at start: 16 = 2 processes x 8 (data.global_batch_size).
+    assert "global batch 16 = 2 process(es) x 8 images" in done.stdout + done.stderr
+    assert load_config(tmp_path / "config.yaml").data.batch_size == 8
     (epoch,) = _lines(tmp_path / "history.jsonl")
     assert epoch["trained"]
     digests = epoch["batch_digests"]
@@ -275,3 +278,56 @@ def test_camera_loss_uses_the_post_bnneck_features_of_its_proxies(
         assert seen == [1.0] + [3.0] * p  # post-BNNeck global, then post-BNNeck parts
     finally:
         trainer.close()
+
+
+def test_resume_reads_the_runs_own_config(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``reid-train --resume RUN_DIR [key=value ...]``: no --config; the run's config.yaml with
+    the overrides a resume allows (train longer); the initial weights may be dropped."""
+    source, run = tmp_path / "source", tmp_path / "run"
+    Trainer(tiny(synthetic_root, "method.name=baseline", "optim.epochs=1",
+                 "cluster.labels=ground_truth", "runtime.plots=false"), source).fit()  # fmt: skip
+    first = ["--config", str(TINY), "--output-dir", str(run), f"data.data_root={synthetic_root}",
+             "optim.epochs=1", "runtime.plots=false",
+             f"model.pretrained={source / 'last'}"]  # fmt: skip
+    assert main(first) == 0
+    capsys.readouterr()
+    # model.pretrained=null: the trained weights come from state/, so the resume is allowed.
+    assert main(["--resume", str(run), "optim.epochs=2", "model.pretrained=null"]) == 0
+    out = capsys.readouterr()
+    assert "resumed from" in out.out + out.err
+    assert [h["epoch"] for h in _lines(run / "history.jsonl")] == [0, 1]
+    assert load_config(run / "config.yaml").optim.epochs == 2
+    # "--resume key=value" is an override, not a folder; a folder without config.yaml is refused.
+    assert main(["--resume", str(tmp_path / "nothing")]) == 2
+    assert "no config.yaml there" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--resume", "optim.epochs=3"])  # neither --config nor a run folder
+    assert "--config is required" in capsys.readouterr().err
+
+
+def test_train_log_holds_every_line_of_a_batch_job(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """RUN_DIR/train.log: the run's summary, its global batch, one line per log_every
+    iterations (losses, lr, throughput), the epoch and evaluation lines and the warnings; with
+    no terminal the iteration lines reach the console too."""
+    cfg = tiny(synthetic_root, "optim.epochs=1", "runtime.log_every=1", "runtime.plots=false",
+               "cluster.eps=0.001", "cluster.min_samples=50")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Trainer(cfg, tmp_path / "skipped").fit()  # an epoch skipped: its warning is logged
+    log = (tmp_path / "skipped" / "train.log").read_text()
+    assert "WARNING epoch 0: every sample is an outlier" in log
+    Trainer(tiny(synthetic_root, "optim.epochs=1", "runtime.log_every=1", "runtime.plots=false"),
+            tmp_path / "run").fit()  # fmt: skip
+    lines = (tmp_path / "run" / "train.log").read_text().splitlines()
+    assert "reid-train: method pplr (pplr, resnet18) on synthetic" in lines[0]
+    assert "global batch 8 = 1 process(es) x 8 images" in lines[1]
+    iterations = [x for x in lines if " iter " in x]
+    assert len(iterations) == cfg.optim.iters  # log_every=1
+    assert "epoch 0 iter 1/2: global_ce " in iterations[0] and "images/s" in iterations[0]
+    assert any("clusters" in x and "outliers" in x for x in lines)  # the epoch line
+    assert any("mAP" in x and "Rank-1" in x for x in lines)  # the evaluation line
+    assert "epoch 0 iter 2/2" in capsys.readouterr().out  # no terminal: printed too

@@ -6,7 +6,8 @@
   (:func:`build_attention`).
 * Models: ``baseline``, ``pplr`` and ``dcls`` (:func:`build_model`), ghost BatchNorm
   (``bn_groups``), classifiers reset from centroids.
-* Checkpoints without pickle (:func:`save_checkpoint` / :func:`load_checkpoint`) and ONNX export.
+* Checkpoints without pickle (:func:`save_checkpoint` / :func:`load_checkpoint`) and ONNX export;
+  the official PPLR weights converted to them (:func:`convert_official_pplr`).
 """
 
 from .attention import (
@@ -19,6 +20,8 @@ from .attention import (
     register_attention,
 )
 from .checkpoint import (
+    DEFAULT_INTERPOLATION,
+    INTERPOLATIONS,
     CheckpointError,
     check_checkpoint,
     load_checkpoint,
@@ -40,6 +43,7 @@ from .models import (
     check_input_size,
     feature_map_size,
 )
+from .official import convert_official_pplr
 from .onnx_export import export_onnx
 from .resnet import (
     BACKBONES,
@@ -55,7 +59,7 @@ from .resnet import (
 )
 from .safetensors_format import SafetensorsError, load_safetensors, save_safetensors
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ATTENTIONS",
@@ -63,12 +67,14 @@ __all__ = [
     "BNNeck",
     "CBAM",
     "CheckpointError",
+    "DEFAULT_INTERPOLATION",
     "ECA",
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
     "IBN",
     "IBN_RESNETS",
     "IMAGENET_MEAN",
+    "INTERPOLATIONS",
     "IMAGENET_STD",
     "MODELS",
     "MODEL_OPTIONS",
@@ -88,6 +94,7 @@ __all__ = [
     "build_model",
     "check_input_size",
     "feature_map_size",
+    "convert_official_pplr",
     "convert_to_ghost_bn",
     "convert_to_ibn_a",
     "export_onnx",

@@ -2,8 +2,9 @@
 
 A checkpoint directory is everything :func:`load_checkpoint` needs, so ``reid-eval`` (or anyone)
 can evaluate a model from its folder alone. ``config.json`` holds the architecture, backbone,
-options, number of classes, ghost-BN groups, input size, mean/std, feature dimension, dtype, the
-versions of torch / torchvision / reid-backbones that wrote it, and the caller's ``extra``.
+options, number of classes, ghost-BN groups, input size, mean/std, the resize interpolation the
+model was trained with, feature dimension, dtype, the versions of torch / torchvision /
+reid-backbones that wrote it, and the caller's ``extra``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from .safetensors_format import (
 __all__ = [
     "CONFIG_NAME",
     "CheckpointError",
+    "DEFAULT_INTERPOLATION",
+    "INTERPOLATIONS",
     "WEIGHTS_NAME",
     "check_checkpoint",
     "load_checkpoint",
@@ -44,6 +47,12 @@ __all__ = [
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+"""The resize interpolations a checkpoint may record (``config.json`` ``"interpolation"``)."""
+
+DEFAULT_INTERPOLATION = "bilinear"
+"""What a checkpoint saved without ``"interpolation"`` (before reid-backbones 0.3) reads as."""
 
 
 class CheckpointError(RuntimeError):
@@ -76,6 +85,8 @@ def save_checkpoint(
     model: nn.Module,
     directory: str | os.PathLike[str],
     extra: Mapping[str, Any] | None = None,
+    *,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> Path:
     """Save ``model`` to ``directory`` (created if needed) as safetensors + ``config.json``.
 
@@ -87,14 +98,27 @@ def save_checkpoint(
         directory: the checkpoint folder.
         extra: JSON-serialisable information to keep in ``config.json`` under ``"extra"``
             (epoch, metrics, training config, ...).
+        interpolation: how training resized the images to the model's input size, one of
+            :data:`INTERPOLATIONS` (``config.json`` ``"interpolation"``; ``reid-eval`` resizes
+            the same way).
 
     Returns:
         The directory.
+
+    Raises:
+        ValueError: ``interpolation`` is not one of :data:`INTERPOLATIONS`.
+        TypeError: ``model`` is not a reid-backbones model, or ``extra`` is not
+            JSON-serialisable.
     """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
+        )
     net = unwrap_model(model)
     from . import __version__
 
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, **net.config()}
+    config["interpolation"] = interpolation
     config["dtype"] = str(next(net.parameters()).dtype).removeprefix("torch.")
     config["versions"] = {
         "torch": torch.__version__,
@@ -197,11 +221,15 @@ def _nearby(path: Path) -> str:
 def read_checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint directory (architecture, options, extra...).
 
-    ``directory`` is the checkpoint folder or the ``model.safetensors`` inside it.
+    ``directory`` is the checkpoint folder or the ``model.safetensors`` inside it. A config
+    saved without ``"interpolation"`` (before reid-backbones 0.3) reads as
+    :data:`DEFAULT_INTERPOLATION` (``"bilinear"``, what those versions' training used by
+    default and ``reid-eval`` always used).
 
     Raises:
         CheckpointError: the folder does not exist, ``directory`` is some other file (the
-            message names the folder to give), or ``config.json`` is missing or malformed.
+            message names the folder to give), ``config.json`` is missing or malformed, or it
+            records an interpolation other than :data:`INTERPOLATIONS`.
     """
     directory = _checkpoint_folder(directory)
     if not directory.is_dir():
@@ -224,6 +252,12 @@ def read_checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [k for k in ("architecture", "backbone", "num_classes") if k not in config]
     if missing:
         raise CheckpointError(f"'{path}' lacks {', '.join(missing)}")
+    interpolation = config.setdefault("interpolation", DEFAULT_INTERPOLATION)
+    if interpolation not in INTERPOLATIONS:
+        raise CheckpointError(
+            f"'{path}' records an unknown interpolation {interpolation!r} (this reid-backbones "
+            f"knows {', '.join(INTERPOLATIONS)}); was it written by a newer version?"
+        )
     return config
 
 

@@ -3,11 +3,12 @@
 Evaluate a checkpoint (``evaluate`` is the default sub-command, so it may be left out)::
 
     reid-eval --checkpoint DIR --dataset market1501 --data-root PATH [--rerank] [--flip]
-              [--batch-size 64] [--device cuda] [--output metrics.json]
+              [--batch-size 64] [--device auto] [--workers N] [--output metrics.json]
               [--visualize N --visualize-dir DIR] [--tsne N_IDS --tsne-out PATH]
 
 Other sub-commands::
 
+    reid-eval extract --checkpoint DIR --images GLOB_OR_DIR --output feats.npz  # features
     reid-eval make-synthetic OUT_DIR [--seed S] [--num-train-ids N] ...  # write the dataset
     reid-eval summary --dataset NAME --data-root PATH                    # images/ids/cameras
     reid-eval baseline --dataset NAME --data-root PATH [--model pixels]  # no-training models
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reid_backbones import read_checkpoint_config
+
 from . import __version__
 from .datasets import (
     SyntheticConfig,
@@ -34,7 +37,8 @@ from .datasets import (
 )
 from .datasets.base import DatasetError, ReIDDataset
 from .devices import resolve_device
-from .features import ImageReadError
+from .extractor import FeatureFileError
+from .features import ImageReadError, Preprocessing
 from .metrics import RankResult
 
 if TYPE_CHECKING:
@@ -159,6 +163,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             return 2
     dataset = load_dataset(args.dataset, args.data_root)
     dataset.summary()
+    config = read_checkpoint_config(checkpoint)
+    print(
+        f"checkpoint: {config['architecture']} {config['backbone']}, input "
+        f"{Preprocessing.from_checkpoint_config(config).describe()}; on {device}"
+    )
     start = time.perf_counter()
     evaluation = evaluate_checkpoint(
         checkpoint,
@@ -192,7 +201,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         index = write_ranked_lists(
             dataset.query,
             dataset.gallery,
-            evaluation.distances[key],
+            evaluation.distances["rerank"] if args.rerank else evaluation.plain_distance_rows,
             Path(out_dir) / "ranked_lists",
             num_queries=args.visualize,
             title=f"{args.checkpoint} on {dataset.name} ({key})",
@@ -200,6 +209,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"ranked lists written to '{index}'")
     if args.tsne:
         _write_tsne(args, dataset, evaluation)
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from .checkpoint_eval import check_checkpoint
+    from .extractor import FeatureExtractor, check_output_path, find_images, save_features
+
+    # Cheap checks first: the device, the checkpoint, the output, then the images.
+    device = resolve_device(args.device, name="--device")
+    check_checkpoint(args.checkpoint)
+    if args.force_size and args.size is None:
+        raise ValueError("--force-size needs --size H W (the size to force)")
+    out = check_output_path(args.output)
+    paths = find_images(args.images)
+    extractor = FeatureExtractor(
+        args.checkpoint,
+        device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        size=args.size,
+        force_size=args.force_size,
+        flip=args.flip,
+    )
+    print(
+        f"{len(paths)} images; input {extractor.preprocessing.describe()}; on {device} "
+        f"({extractor.workers} loading workers)"
+    )
+    start = time.perf_counter()
+    feats = extractor(paths, progress=False if args.quiet else "features")
+    save_features(out, feats, paths)
+    print(
+        f"features [{feats.shape[0]}, {feats.shape[1]}] of {len(paths)} images written to "
+        f"'{out}' in {time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 
@@ -243,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .baselines import BASELINES
 
     parser = argparse.ArgumentParser(
-        prog="reid-eval", description="Re-ID evaluation: datasets, metrics, baselines."
+        prog="reid-eval",
+        description="Re-ID evaluation: datasets, metrics, baselines, checkpoint features.",
     )
     parser.add_argument("--version", action="version", version=f"reid-eval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -280,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--output", help="write the metrics to this JSON file")
     p.set_defaults(func=_cmd_baseline)
 
@@ -298,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking")
     p.add_argument("--flip", action="store_true", help="average with horizontally flipped images")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
+    p.add_argument("--workers", type=non_negative_int, default=None, help=_WORKERS_HELP)
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--output", help="write the metrics to this JSON file")
     p.add_argument(
         "--visualize",
@@ -327,7 +371,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tsne-seed", type=int, default=0, help="seed of the identity draw and t-SNE")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "extract",
+        help="write a checkpoint's features of a folder or glob of images to a .npz file",
+        description="Write the L2-normalised features of a checkpoint for a folder or glob of "
+        "images to a .npz file: 'features' [N, D] float32, 'paths' [N] (sorted), 'pids' and "
+        "'camids' [N] int64 read from Market-1501-style names such as 0002_c1s1_000451_03.jpg "
+        "(pid 2, camid 0; -1 where a name carries none). The images are resized and normalised "
+        "as the checkpoint's config.json says (input size, mean, std, interpolation).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="folder written by save_checkpoint (or the model.safetensors in it)",
+    )
+    p.add_argument(
+        "--images",
+        required=True,
+        metavar="GLOB_OR_DIR",
+        help="a folder (its images, not its sub-folders'), a quoted glob pattern "
+        "('data/**/*.jpg' recurses) or one image file",
+    )
+    p.add_argument("--output", required=True, help="the .npz file to write (replaced if present)")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    p.add_argument(
+        "--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)"
+    )
+    p.add_argument("--workers", type=non_negative_int, default=None, help=_WORKERS_HELP)
+    p.add_argument(
+        "--size",
+        type=positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input height and width; must equal the checkpoint's unless --force-size",
+    )
+    p.add_argument(
+        "--force-size",
+        action="store_true",
+        help="use --size even though the checkpoint was trained on another size",
+    )
+    p.add_argument("--flip", action="store_true", help="average with horizontally flipped images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown on a terminal)")
+    p.set_defaults(func=_cmd_extract)
     return parser
+
+
+_DEVICE_HELP = "auto (default: CUDA when available, else the CPU), cpu, cuda, cuda:1, mps, ..."
+_WORKERS_HELP = (
+    "data-loading worker processes (default: min(8, CPUs - 1) on a GPU, min(4, CPUs // 4) "
+    "on the CPU)"
+)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,7 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CheckpointError, DatasetError, ImageReadError, FileExistsError, ValueError) as e:
+    except (
+        CheckpointError,
+        DatasetError,
+        ImageReadError,
+        FeatureFileError,
+        FileExistsError,
+        ValueError,
+    ) as e:
         print(f"reid-eval: error: {e}", file=sys.stderr)
         return 2
 

@@ -8,7 +8,7 @@ import torch
 
 __all__ = ["resolve_device"]
 
-_TYPES = ("cpu", "cuda", "mps")
+_TYPES = ("cpu", "cuda", "mps", "auto")
 _ALIASES = {"gpu": "cuda", "nvidia": "cuda"}
 
 
@@ -36,11 +36,11 @@ def _parse(spec: str | torch.device, name: str) -> torch.device:
         close = difflib.get_close_matches(kind, _TYPES, n=1, cutoff=0.5)
         kind = _ALIASES.get(kind) or (close[0] if close else None)
         if kind:
-            guess = f"{kind}:{index}" if index.isdigit() else kind
+            guess = f"{kind}:{index}" if index.isdigit() and kind != "auto" else kind
     hint = f" (did you mean '{guess}'?)" if guess else ""
     raise ValueError(
-        f"{name} {spec!r} is not a device{hint}: use 'cpu', 'cuda' (the current GPU), "
-        f"'cuda:N' (GPU number N, from 0) or 'mps' (Apple GPU)"
+        f"{name} {spec!r} is not a device{hint}: use 'auto' (the GPU if there is one), 'cpu', "
+        f"'cuda' (the current GPU), 'cuda:N' (GPU number N, from 0) or 'mps' (Apple GPU)"
     )
 
 
@@ -60,6 +60,9 @@ def _cuda_unavailable_reason() -> str:
 def resolve_device(spec: str | torch.device, *, name: str = "device") -> torch.device:
     """Parse and check a device string; return the :class:`torch.device`, or raise ``ValueError``.
 
+    ``"auto"`` picks the GPU when there is one: ``cuda`` when ``torch.cuda.is_available()``,
+    else ``cpu`` (an Apple GPU is used only when asked for, as ``"mps"``).
+
     Call it up front, before loading data or models, so that a device that cannot be used is
     reported in one sentence instead of a torch traceback half-way through the work:
 
@@ -73,7 +76,8 @@ def resolve_device(spec: str | torch.device, *, name: str = "device") -> torch.d
     Nothing is allocated on the device: only ``is_available`` / ``device_count`` are asked.
 
     Args:
-        spec: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``'mps'``... or a ``torch.device``.
+        spec: ``'auto'``, ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``'mps'``... or a
+            ``torch.device``.
         name: how the value is named in the message: the option or config key the user wrote
             (e.g. ``'--device'``, ``'runtime.device'``).
 
@@ -89,6 +93,8 @@ def resolve_device(spec: str | torch.device, *, name: str = "device") -> torch.d
         >>> resolve_device("cpu")
         device(type='cpu')
     """
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = _parse(spec, name)
     shown = f"{name} '{spec}'"
     if device.type == "cpu":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ _GREEN, _RED, _GREY = (40, 170, 60), (215, 40, 40), (120, 120, 120)
 def write_ranked_lists(
     query: Sequence[ImageRecord],
     gallery: Sequence[ImageRecord],
-    distmat: np.ndarray,
+    distmat: np.ndarray | Callable[[np.ndarray], np.ndarray],
     out_dir: str | os.PathLike[str],
     num_queries: int = 20,
     top_k: int = 10,
@@ -38,7 +38,9 @@ def write_ranked_lists(
 
     Args:
         query, gallery: the records, aligned with the rows / columns of ``distmat``.
-        distmat: ``[Q, G]`` distances.
+        distmat: ``[Q, G]`` distances, or a function that returns the rows of the given query
+            indices (``[k, G]``), so that the whole matrix need not exist (e.g.
+            ``functools.partial(reid_eval.distance.distance_rows, query_feats, gallery_feats)``).
         out_dir: created if needed.
         num_queries: how many queries to draw.
         top_k: gallery images per row.
@@ -47,23 +49,33 @@ def write_ranked_lists(
     Returns:
         The path of ``index.html``.
     """
-    distmat = np.asarray(distmat)
-    if distmat.shape != (len(query), len(gallery)):
-        raise ValueError(
-            f"distmat has shape {distmat.shape}, expected ({len(query)}, {len(gallery)})"
-        )
+    if not callable(distmat):
+        distmat = np.asarray(distmat)
+        if distmat.shape != (len(query), len(gallery)):
+            raise ValueError(
+                f"distmat has shape {distmat.shape}, expected ({len(query)}, {len(gallery)})"
+            )
     if num_queries < 1 or top_k < 1:
         raise ValueError("num_queries and top_k must be positive")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(query), size=min(num_queries, len(query)), replace=False))
+    if callable(distmat):
+        chosen_rows = np.asarray(_to_numpy(distmat(chosen)))
+        if chosen_rows.shape != (len(chosen), len(gallery)):
+            raise ValueError(
+                f"distmat({len(chosen)} query indices) returned shape {chosen_rows.shape}, "
+                f"expected ({len(chosen)}, {len(gallery)})"
+            )
+    else:
+        chosen_rows = distmat[chosen]
     g_pids = np.array([r.pid for r in gallery])
     g_cams = np.array([r.camid for r in gallery])
     rows = []
-    for qi in chosen:
+    for qi, dist in zip(chosen, chosen_rows, strict=True):
         q = query[qi]
-        order = np.argsort(distmat[qi], kind="stable")
+        order = np.argsort(dist, kind="stable")
         keep = ~((g_pids[order] == q.pid) & (g_cams[order] == q.camid))
         ranked = order[keep][:top_k]
         hits = g_pids[ranked] == q.pid
@@ -73,6 +85,10 @@ def write_ranked_lists(
     index = out / "index.html"
     index.write_text(_html(rows, title, top_k), encoding="utf-8")
     return index
+
+
+def _to_numpy(x: object) -> object:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else x
 
 
 def _draw_row(

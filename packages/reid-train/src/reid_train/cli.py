@@ -4,14 +4,18 @@ accelerate run ``python reid-train``, a file that does not exist).
 
 ::
 
-    reid-train --config configs/pplr_market1501.yaml [--output-dir DIR] [--resume | --overwrite]
+    reid-train --config configs/pplr_market1501.yaml [--output-dir DIR] [--overwrite]
                [key=value ...]
+    reid-train --resume RUN_DIR [key=value ...]     # the run's own config.yaml
     reid-train plot RUN_DIR [--out DIR] [--dpi 120]
 
 ``key=value`` overrides use dotted keys (``optim.lr=1e-4 method.use_aals=false``) and may come
 before or after the options; unknown keys are an error that names the key. The resolved config is
-saved as ``config.yaml`` in the run folder. ``plot`` draws the figures of a run folder
-(:func:`reid_train.plots.plot_run`) into ``RUN_DIR/plots`` (or ``--out``).
+saved as ``config.yaml`` in the run folder. ``--resume RUN_DIR`` continues that run with its own
+``config.yaml`` (overrides the resume allows still apply, e.g. ``optim.epochs=80`` to train
+longer); ``--config FILE --output-dir DIR --resume`` (the older form) still works. ``plot``
+draws the figures of a run folder (:func:`reid_train.plots.plot_run`) into ``RUN_DIR/plots`` (or
+``--out``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -30,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reid-train",
         usage="%(prog)s [-h] [--version] --config CONFIG [--output-dir OUTPUT_DIR] "
-        "[--resume | --overwrite] [key=value ...]\n       %(prog)s plot RUN_DIR [--out DIR] "
-        "[--dpi DPI]",
+        "[--overwrite] [key=value ...]\n       %(prog)s --resume RUN_DIR [key=value ...]\n"
+        "       %(prog)s plot RUN_DIR [--out DIR] [--dpi DPI]",
         description="Unsupervised re-ID training (baseline, PPLR, PPLR+camera, DCLS). "
         "'reid-train plot RUN_DIR' draws the figures of a run (see 'reid-train plot -h').",
         epilog="Multi-GPU / multi-process: accelerate launch [--multi_gpu --num_processes N] "
@@ -39,10 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--config FILE ...)",
     )
     parser.add_argument("--version", action="version", version=f"reid-train {__version__}")
-    parser.add_argument("--config", required=True, help="YAML file (see configs/)")
+    parser.add_argument(
+        "--config", help="YAML file (see configs/); with --resume RUN_DIR: the run's config.yaml"
+    )
     parser.add_argument("--output-dir", help="run folder (default: runtime.output_dir)")
     runs = parser.add_mutually_exclusive_group()
-    runs.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    runs.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue a run: RUN_DIR (its config.yaml, overrides applied), or the --output-dir "
+        "of --config",
+    )
     runs.add_argument(
         "--overwrite",
         action="store_true",
@@ -97,7 +112,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "plot":
         return _plot(argv[1:])
     # intermixed: 'key=value' overrides may also follow --output-dir / --resume
-    args = build_parser().parse_intermixed_args(argv)
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if isinstance(args.resume, str) and "=" in args.resume:  # "--resume key=value": an override
+        args.overrides.insert(0, args.resume)
+        args.resume = True
+    if isinstance(args.resume, str):
+        if args.output_dir and args.output_dir != args.resume:
+            parser.error(f"--resume {args.resume} and --output-dir {args.output_dir} differ")
+        args.output_dir = args.resume
+        if args.config is None:
+            args.config = str(Path(args.resume) / "config.yaml")
+            if not Path(args.config).is_file():
+                print(
+                    f"reid-train: error: --resume {args.resume}: no config.yaml there (not a run "
+                    "folder of reid-train?); give --config FILE too",
+                    file=sys.stderr,
+                )
+                return 2
+    if args.config is None:
+        parser.error("--config is required (or --resume RUN_DIR to continue a run)")
     from reid_backbones import PretrainedWeightsError
     from reid_eval import DatasetError, ImageReadError
 
@@ -111,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output_dir:
             config.runtime.output_dir = args.output_dir
         evaluations = train(
-            config, config.runtime.output_dir, resume=args.resume, overwrite=args.overwrite
+            config, config.runtime.output_dir, resume=bool(args.resume), overwrite=args.overwrite
         )
     except (ConfigError, DatasetError, ImageReadError, BadImagesError, PretrainedWeightsError,
             RunDirError, FileNotFoundError) as e:  # fmt: skip

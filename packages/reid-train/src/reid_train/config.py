@@ -57,6 +57,7 @@ __all__ = [
     "RuntimeConfig",
     "TrainConfig",
     "apply_overrides",
+    "split_batch",
     "config_from_dict",
     "config_keys",
     "config_to_dict",
@@ -88,7 +89,9 @@ class DataConfig:
 
     ``batch_size`` is the batch of **one process** (Accelerate's convention): P = batch_size /
     num_instances pseudo identities × K = num_instances images. With N processes the global
-    batch is N × batch_size.
+    batch is N × batch_size, unless ``global_batch_size`` is set: then each process takes
+    ``global_batch_size / N`` images (and ``model.bn_groups`` counts groups of the global batch),
+    so that a paper's recipe means the same batch on any number of GPUs (:func:`split_batch`).
     """
 
     #: Layout name for ``reid_eval.load_dataset``: market1501, msmt17, veri776, folder, synthetic.
@@ -107,6 +110,9 @@ class DataConfig:
     width: int = 128
     #: Images per process and step (P × K).
     batch_size: int = 64
+    #: Images per optimiser step over all processes; set, it replaces batch_size by
+    #: global_batch_size / processes at run time (the paper configs set it). null = unused.
+    global_batch_size: int | None = None
     #: K, images per pseudo identity in a batch.
     num_instances: int = 4
     #: Take the K − 1 companions of a batch identity from cameras other than its first image's
@@ -116,7 +122,8 @@ class DataConfig:
     workers: int = 4
     #: Batch size of feature extraction (clustering and evaluation).
     test_batch_size: int = 128
-    #: Resize interpolation: bilinear (what reid_eval's extractor uses) or bicubic.
+    #: Resize interpolation (the official PPLR / Cluster Contrast code: bicubic); recorded in
+    #: the checkpoints, whose reid-eval extraction resizes the same way.
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
     flip_prob: float = 0.5
     #: Zero padding (pixels) before the random crop back to height × width; 0 disables both.
@@ -420,6 +427,7 @@ _RANGES: dict[str, _Range] = {
     "data.num_instances": _AT_LEAST_1,
     "data.workers": _AT_LEAST_0,
     "data.test_batch_size": _AT_LEAST_1,
+    "data.global_batch_size": _AT_LEAST_1,
     "data.pad": _AT_LEAST_0,
     "data.flip_prob": _UNIT,
     "data.erasing_prob": _UNIT,
@@ -528,6 +536,12 @@ def _validate(cfg: TrainConfig) -> list[str]:
             f"data.batch_size / data.num_instances = {d.batch_size // d.num_instances} pseudo "
             "identities per batch; the triplet loss needs at least 2 (raise data.batch_size)",
         )
+    if d.global_batch_size is not None and d.num_instances >= 1:
+        need(
+            d.global_batch_size % d.num_instances == 0,
+            f"data.global_batch_size {d.global_batch_size} must be a multiple of "
+            f"data.num_instances {d.num_instances}",
+        )
     need(
         len(d.mean) == 3 and len(d.std) == 3,
         f"data.mean and data.std need 3 values (RGB), got {d.mean} and {d.std}",
@@ -627,6 +641,51 @@ def _method_options(recipe: Any, me: MethodConfig) -> list[str]:
     except (TypeError, ValueError) as e:  # the dataclass's own range checks
         return [f"method.options: {e}"]
     return []
+
+
+def split_batch(cfg: TrainConfig, processes: int) -> str:
+    """Set the per-process batch of a run on ``processes`` processes (in place) and describe it.
+
+    With ``data.global_batch_size`` G: ``data.batch_size`` = G / processes and
+    ``model.bn_groups`` = bn_groups / processes (the ghost BatchNorm groups were given for the
+    global batch: each group keeps its size); without it, nothing changes and the global batch
+    is processes × batch_size. Returns the line a run prints at start.
+
+    Raises:
+        ConfigError: G does not split into ``processes`` P×K batches of at least 2 identities,
+            or the BatchNorm groups do not split over the processes.
+    """
+    d, m = cfg.data, cfg.model
+    if d.global_batch_size is not None:
+        g, k = d.global_batch_size, d.num_instances
+        per = g // processes
+        if g % processes or per % k or per // k < 2:
+            raise ConfigError(
+                f"data.global_batch_size {g} does not split into {processes} processes of P x K "
+                f"images with K = data.num_instances {k} and P >= 2 ({g} / {processes} = "
+                f"{g / processes:g}); choose a global batch that is a multiple of "
+                f"{processes * k * 2} or another number of processes"
+            )
+        if m.bn_groups % processes and processes % m.bn_groups:
+            raise ConfigError(
+                f"model.bn_groups {m.bn_groups} (BatchNorm groups of the global batch) do not "
+                f"split over {processes} processes; use a bn_groups that divides or is divided "
+                "by the number of processes"
+            )
+        d.batch_size, m.bn_groups = per, max(1, m.bn_groups // processes)
+    total = processes * d.batch_size
+    return (
+        f"global batch {total} = {processes} process(es) x {d.batch_size} images "
+        f"({d.num_identities} identities x {d.num_instances} images per process, "
+        f"{processes * d.num_identities} identities per step); BatchNorm over groups of "
+        f"{d.batch_size // m.bn_groups} images"
+        + (
+            ""
+            if d.global_batch_size is not None or processes == 1
+            else f". data.batch_size is per process: set data.global_batch_size={d.batch_size} to "
+            "keep one process's batch on several"
+        )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------------------------

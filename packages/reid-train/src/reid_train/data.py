@@ -122,8 +122,8 @@ def build_train_transform(data: DataConfig) -> v2.Compose:
 def build_test_transform(data: DataConfig) -> v2.Compose:
     """Test transform: resize (on the PIL image) → float in [0, 1] → normalise.
 
-    With ``interpolation: bilinear`` it equals ``reid_eval.features.image_to_tensor``, so
-    features extracted here and by ``reid-eval`` agree.
+    It equals what ``reid-eval`` does with a checkpoint of the run (the checkpoint records the
+    interpolation), so features extracted here and by ``reid-eval`` agree.
     """
     return v2.Compose(
         [

@@ -54,7 +54,7 @@ from reid_eval import (
 )
 from reid_eval.datasets import SyntheticConfig, synthetic_families, synthetic_mismatch
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, split_batch
 from .data import build_train_loader, record_ids
 from .epoch import EpochRecord
 from .extraction import broadcast_from_main, broadcast_tensors, extract_features
@@ -64,6 +64,7 @@ from .methods import get as get_method
 from .pseudo_labels import PseudoLabeler
 from .reporting import Reporter
 from .run_dir import (
+    LOG_FILE,
     STATE_DIR,
     RunDirError,
     RunLock,
@@ -115,6 +116,7 @@ class Trainer:
             mixed_precision=config.runtime.mixed_precision, cpu=not torch.cuda.is_available()
         )
         self.report = Reporter(self.acc.is_main_process)  # console, warnings, TensorBoard
+        batch = split_batch(config, self.acc.num_processes)  # data.global_batch_size
         self._lock: RunLock | None = None
         self.hooks = default_hooks() if hooks is None else hooks
         self.evaluations: list[dict[str, Any]] = []  # one metrics line per evaluation
@@ -143,6 +145,9 @@ class Trainer:
         self.trained_epochs = 0
         try:
             self._on_main(lambda: self._claim_run_dir(overwrite))
+            self.report.open_log(self.out / LOG_FILE)  # train.log: every line from here on
+            self._print(_summary(config, self.out, self.acc))
+            self._print(batch)
             if resume:
                 self._load_state()
             self.acc.wait_for_everyone()
@@ -165,6 +170,7 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run folder's lock (done by :meth:`fit` when it ends, however it ends)."""
+        self.report.close_log()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -229,7 +235,7 @@ class Trainer:
                 assert record.labels is not None
                 loader = self._train_loader(epoch, record.labels)
                 if self.method.uses_classifiers:
-                    self._load_centroids(record)
+                    _load_centroids(self.net, record)
                 record.tensors = {name: t.to(device) for name, t in record.tensors.items()}
                 self.method.setup_epoch(record)
                 record.release_features()  # the batches never read them: free the memory
@@ -294,7 +300,7 @@ class Trainer:
     def _train_epoch(self, loader: Any, record: EpochRecord) -> None:
         cfg, device = self.cfg, self.acc.device
         totals: dict[str, float] = defaultdict(float)
-        digest = 0
+        digest, started = 0, time.perf_counter()
         self.model.train()
         bar = tqdm(
             loader,
@@ -322,28 +328,17 @@ class Trainer:
             for name, value in terms.items():
                 totals[name] += float(value.detach())
             if _every(step, cfg.runtime.log_every):
-                bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in totals.items()})
+                means = {k: v / (step + 1) for k, v in totals.items()}
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+                seen = (step + 1) * cfg.data.batch_size * self.acc.num_processes
+                self.report.iteration(
+                    record.epoch, step, cfg.optim.iters, means, record.lr,
+                    seen / max(time.perf_counter() - started, 1e-9),
+                )  # fmt: skip
         record.losses = {k: v / cfg.optim.iters for k, v in totals.items()}
         record.batch_digests = self.acc.gather(torch.tensor([digest], device=device)).tolist()
 
     # ------------------------------------------------------------------ helpers
-    def _load_centroids(self, record: EpochRecord) -> None:
-        """Cluster means of the features (on their device, :func:`reid_clustering.
-        cluster_centroids`) into the classifiers' first K rows (every process, from the
-        gathered features)."""
-        feats, parts, labels, k = record.feats, record.parts, record.labels, record.num_clusters
-        assert feats is not None and labels is not None
-        if k > self.net.classifier.out_features:
-            raise RuntimeError(
-                f"{k} clusters exceed the classifier capacity ({self.net.classifier.out_features}"
-                " rows); set model.max_clusters higher"
-            )
-        p = None
-        if self.net.num_parts > 0:
-            assert parts is not None
-            p = cluster_centroids(parts, labels, k)
-        self.net.load_centroids(cluster_centroids(feats, labels, k), p)
-
     def _extract(
         self, records: list[ImageRecord], parts: bool = False, **loader_options: Any
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -385,6 +380,35 @@ def train(
 ) -> list[dict[str, Any]]:
     """Run ``config`` (see :class:`Trainer`); return one metrics record per evaluation."""
     return Trainer(config, output_dir, resume=resume, overwrite=overwrite).fit()
+
+
+def _load_centroids(net: ReIDModel, record: EpochRecord) -> None:
+    """Cluster means of the features (on their device, :func:`reid_clustering.
+    cluster_centroids`) into the classifiers' first K rows (every process, from the
+    gathered features)."""
+    feats, parts, labels, k = record.feats, record.parts, record.labels, record.num_clusters
+    assert feats is not None and labels is not None
+    if k > net.classifier.out_features:
+        raise RuntimeError(
+            f"{k} clusters exceed the classifier capacity ({net.classifier.out_features}"
+            " rows); set model.max_clusters higher"
+        )
+    p = None
+    if net.num_parts > 0:
+        assert parts is not None
+        p = cluster_centroids(parts, labels, k)
+    net.load_centroids(cluster_centroids(feats, labels, k), p)
+
+
+def _summary(cfg: TrainConfig, out: Path, acc: Accelerator) -> str:
+    """The first line of a run: what trains, on what, for how long, where."""
+    d, o = cfg.data, cfg.optim
+    return (
+        f"reid-train: method {cfg.method.name} ({cfg.model.arch}, {cfg.model.backbone}) on "
+        f"{d.dataset} '{d.data_root}' at {d.height}x{d.width}; {o.epochs} epochs x {o.iters} "
+        f"iterations, {o.optimizer} lr {o.lr:g}; seed {cfg.runtime.seed}; {acc.num_processes} "
+        f"process(es) on {acc.device}; run folder '{out}'"
+    )
 
 
 def _on_main(acc: Accelerator, job: Any) -> Any:

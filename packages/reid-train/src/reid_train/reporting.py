@@ -7,6 +7,8 @@ The files of the run folder (``history.jsonl``, ``metrics.jsonl``, checkpoints) 
 
 from __future__ import annotations
 
+import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +22,11 @@ from .run_dir import HISTORY_FILE
 if TYPE_CHECKING:
     from .epoch import EpochRecord
 
-__all__ = ["Reporter", "epoch_line", "epoch_scalars", "evaluation_line"]
+__all__ = ["LOGGER", "Reporter", "epoch_line", "epoch_scalars", "evaluation_line"]
+
+#: The run's logger: ``train.log`` in the run folder gets every console line, warning and
+#: iteration line (main process).
+LOGGER = logging.getLogger("reid_train")
 
 
 class Reporter:
@@ -33,17 +39,50 @@ class Reporter:
     def __init__(self, is_main: bool) -> None:
         self.is_main = is_main
         self.tensorboard: Any = None  # a SummaryWriter once :meth:`open_tensorboard` opened one
+        self._log: logging.Handler | None = None
+
+    def open_log(self, path: Path) -> None:
+        """Append every line from now on to ``path`` (``train.log``), with a time stamp."""
+        if not self.is_main or self._log is not None:
+            return
+        self._log = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self._log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOGGER.addHandler(self._log)
+        LOGGER.setLevel(logging.INFO)
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            LOGGER.removeHandler(self._log)
+            self._log.close()
+            self._log = None
 
     def say(self, text: str) -> None:
-        """One console line (through tqdm, so that it does not break a progress bar)."""
+        """One console line (through tqdm, so that it does not break a progress bar), logged."""
         if self.is_main:
             tqdm.write(text)
+            LOGGER.info(text)
 
     def warn(self, text: str, stacklevel: int = 2) -> None:
         """A :class:`RuntimeWarning`, attributed ``stacklevel`` frames up from the caller of
-        this method (as :func:`warnings.warn` counts from its own caller)."""
+        this method (as :func:`warnings.warn` counts from its own caller), logged."""
         if self.is_main:
             warnings.warn(text, RuntimeWarning, stacklevel=stacklevel + 1)
+            LOGGER.warning(text)
+
+    def iteration(self, epoch: int, step: int, iters: int, means: dict[str, float], lr: float,
+                  images_per_s: float) -> None:  # fmt: skip
+        """The running mean losses every ``runtime.log_every`` iterations: to ``train.log``,
+        and to the console too when it is no terminal (no progress bar: a batch job)."""
+        if not self.is_main:
+            return
+        losses = "  ".join(f"{k} {v:.3f}" for k, v in means.items())
+        text = (
+            f"epoch {epoch} iter {step + 1}/{iters}: {losses} | lr {lr:.2e} | "
+            f"{images_per_s:.1f} images/s"
+        )
+        LOGGER.info(text)
+        if not sys.stdout.isatty():
+            print(text, flush=True)
 
     def open_tensorboard(self, wanted: bool | None, log_dir: Path) -> None:
         """Open the TensorBoard writer (``runtime.tensorboard``: None = when the package is
@@ -87,6 +126,7 @@ class Reporter:
         has a ``history.jsonl``."""
         if self.tensorboard is not None:
             self.tensorboard.close()
+            self.tensorboard = None
         if plots and self.is_main and (run_dir / HISTORY_FILE).exists():
             from .plots import plot_run
 

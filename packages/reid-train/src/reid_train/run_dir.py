@@ -1,7 +1,8 @@
 """The run folder: who owns it, what a new run may overwrite, and how a resume finds its state.
 
-A run folder holds ``config.yaml``, ``metrics.jsonl``, ``history.jsonl``, ``state/`` (for
-``--resume``), ``last/`` and ``best/``. Rules that keep one run from destroying another:
+A run folder holds ``config.yaml``, ``metrics.jsonl``, ``history.jsonl``, ``train.log``,
+``state/`` (for ``--resume``), ``last/`` and ``best/``. Rules that keep one run from destroying
+another:
 
 * **One live owner.** The main process holds ``.lock`` (JSON: pid, host, start time) while it
   trains. A second run into the same folder is refused while the owner lives. A lock whose
@@ -51,10 +52,10 @@ __all__ = [
 
 STATE_DIR, BEST_DIR, LAST_DIR = "state", "best", "last"
 METRICS_FILE, HISTORY_FILE, TRAINER_STATE = "metrics.jsonl", "history.jsonl", "trainer.json"
-CONFIG_FILE, LOCK_FILE = "config.yaml", ".lock"
+CONFIG_FILE, LOCK_FILE, LOG_FILE = "config.yaml", ".lock", "train.log"
 #: What a run writes into its folder (``--overwrite`` removes exactly these).
 RUN_ENTRIES: tuple[str, ...] = (
-    CONFIG_FILE, METRICS_FILE, HISTORY_FILE, STATE_DIR, LAST_DIR, BEST_DIR, "plots",
+    CONFIG_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE, STATE_DIR, LAST_DIR, BEST_DIR, "plots",
     "tensorboard", f".{STATE_DIR}.tmp", f".{STATE_DIR}.old", f".{LAST_DIR}.tmp",
     f".{LAST_DIR}.old", f".{BEST_DIR}.tmp", f".{BEST_DIR}.old",
 )  # fmt: skip

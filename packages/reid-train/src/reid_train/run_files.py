@@ -154,12 +154,13 @@ def save_model(
     cfg: TrainConfig,
     metrics: dict[str, Any] | None = None,
 ) -> None:
-    """``out/name`` (``best`` or ``last``): the model's checkpoint with the epoch, its metrics
-    and the training config, written beside and put in place (:func:`run_dir.replace_dir`)."""
+    """``out/name`` (``best`` or ``last``): the model's checkpoint with the epoch, its metrics,
+    the training config and the resize interpolation (``data.interpolation``, which
+    ``reid-eval`` reads back), written beside and put in place (:func:`run_dir.replace_dir`)."""
     extra = {"epoch": epoch, "metrics": metrics or {}, "train_config": config_to_dict(cfg)}
     tmp = out / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(net, tmp, extra=extra)
+    save_checkpoint(net, tmp, extra=extra, interpolation=cfg.data.interpolation)
     replace_dir(tmp, out / name)
 
 
@@ -221,7 +222,13 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 _MODEL_KEYS = ("model.", "method.name", "data.height", "data.width", "data.mean", "data.std")
 
 
+#: Model keys a resume may change: the initial weights (the saved state holds the trained ones).
+_FREE_MODEL_KEYS = ("model.pretrained",)
+
+
 def _fixes_the_model(key: str, cfg: TrainConfig) -> bool:
+    if key in _FREE_MODEL_KEYS:
+        return False
     if key.startswith(_MODEL_KEYS):
         return True
     # The classifiers' capacity follows the training set size / min_samples when not fixed (a
