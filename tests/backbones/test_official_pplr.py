@@ -238,3 +238,23 @@ def test_refusals_name_the_problem(official, tmp_path: Path) -> None:
     cut.write_bytes(cut.read_bytes()[:100_000])
     refused(cut, "could not read", "is the download complete?")
     refused({**state, "module.note": "x"}, "'module.note': str, not a tensor")
+
+
+def test_reid_eval_convert_command(official, images: torch.Tensor, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """``reid-eval convert OFFICIAL.pth OUT_DIR --input-size H W``: the same folder as the
+    function, and a refusal is exit status 2 with the converter's message."""
+    from reid_backbones import load_checkpoint
+    from reid_eval.cli import main
+
+    net, state = official["resnet18"]
+    weights = tmp_path / "best.pth"
+    torch.save(state, weights)
+    out = tmp_path / "converted"
+    assert main(["convert", str(weights), str(out), "--input-size", *map(str, IMAGES)]) == 0
+    said = capsys.readouterr().out
+    assert "parts" in said and f"reid-eval --checkpoint {out}" in said
+    _assert_same_features(load_checkpoint(out).eval(), net, images)
+    broken = tmp_path / "broken.pth"
+    torch.save({k: v for k, v in state.items() if "bnneck0" not in k}, broken)
+    assert main(["convert", str(broken), str(tmp_path / "no")]) == 2
+    assert "reid-eval: error:" in capsys.readouterr().err

@@ -9,6 +9,7 @@ Evaluate a checkpoint (``evaluate`` is the default sub-command, so it may be lef
 Other sub-commands::
 
     reid-eval extract --checkpoint DIR --images GLOB_OR_DIR --output feats.npz  # features
+    reid-eval convert OFFICIAL.pth OUT_DIR [--input-size 384 128]       # official PPLR weights
     reid-eval make-synthetic OUT_DIR [--seed S] [--num-train-ids N] ...  # write the dataset
     reid-eval summary --dataset NAME --data-root PATH                    # images/ids/cameras
     reid-eval baseline --dataset NAME --data-root PATH [--model pixels]  # no-training models
@@ -414,7 +415,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average with horizontally flipped images")
     p.add_argument("--quiet", action="store_true", help="no progress bar (shown on a terminal)")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert the official PPLR code's weights to a checkpoint folder",
+        description="Convert a checkpoint of the official PPLR code (github.com/yoonkicho/PPLR: "
+        "ResNetPart saved from DataParallel, keys module.base.*, bnneck*, classifier*) into a "
+        "checkpoint folder that 'reid-eval --checkpoint' and reid_backbones.load_checkpoint "
+        "read. The backbone, the number of parts and of classes are inferred from the weights "
+        "and every key is checked (reid_backbones.convert_official_pplr).",
+    )
+    p.add_argument("weights", help="the official .pth file (read with weights_only=True)")
+    p.add_argument("out_dir", help="the checkpoint folder to write")
+    p.add_argument(
+        "--input-size",
+        type=positive_int,
+        nargs=2,
+        default=(384, 128),
+        metavar=("H", "W"),
+        help="the input size the weights were trained at (default 384 128: Market-1501 and "
+        "MSMT17; VeRi-776: 256 256)",
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=("bicubic", "bilinear", "nearest"),
+        default="bicubic",
+        help="the resize of the official code (default bicubic)",
+    )
+    p.set_defaults(func=_cmd_convert)
     return parser
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from reid_backbones import convert_official_pplr, read_checkpoint_config
+
+    out = convert_official_pplr(
+        args.weights, args.out_dir, tuple(args.input_size), interpolation=args.interpolation
+    )
+    cfg = read_checkpoint_config(out)
+    print(
+        f"wrote '{out}': {cfg.get('name')} model, "
+        f"{cfg.get('options', {}).get('num_parts', '?')} parts, {cfg.get('num_classes')} classes,"
+        f" input {args.input_size[0]}x{args.input_size[1]}, {args.interpolation}; evaluate it "
+        f"with: reid-eval --checkpoint {out} --dataset market1501 --data-root PATH"
+    )
+    return 0
 
 
 _DEVICE_HELP = "auto (default: CUDA when available, else the CPU), cpu, cuda, cuda:1, mps, ..."
