@@ -68,6 +68,7 @@ from _report import machine, write_section  # noqa: E402
 from synthetic_ablation import (  # noqa: E402
     BASELINE,
     BUDGET,
+    CLUSTER_CONTRAST,
     DCLS,
     NO_PART_REFINEMENT,
     PPLR,
@@ -92,12 +93,16 @@ ROWS = [
     Row("PPLR", PPLR),
     Row("CE (DCLS model)", DCLS, ("method.local_smoothing=none", "method.global_smoothing=none")),
     Row("DCLS", DCLS),
+    Row("Cluster Contrast", CLUSTER_CONTRAST),
 ]
 ROW_NAMES = [r.name for r in ROWS]
 #: Each refinement is compared with plain CE on its own model, so that the difference is the
 #: refinement's and not the architecture's (PPLR: global + part classifiers; DCLS: attention
 #: local branches).
-REFERENCE = {"constant LS": "CE", "PPLR": "CE (part model)", "DCLS": "CE (DCLS model)"}
+REFERENCE = {
+    "constant LS": "CE", "PPLR": "CE (part model)", "DCLS": "CE (DCLS model)",
+    "Cluster Contrast": "CE",  # the same model without classifiers: memory against classifier
+}  # fmt: skip
 SECTION = "label-noise"
 
 

@@ -63,6 +63,7 @@ SOURCE_CONFIG = "configs/synthetic_source.yaml"
 BASELINE = "configs/synthetic_baseline.yaml"
 PPLR = "configs/synthetic_pplr.yaml"
 DCLS = "configs/synthetic_dcls.yaml"
+CLUSTER_CONTRAST = "configs/synthetic_cluster_contrast.yaml"
 #: The regime's properties (fixed before any method comparison; never retuned after one).
 MIN_SUPERVISED_MAP = 60.0
 MIN_BASELINE_FRACTION = 0.5
@@ -103,6 +104,7 @@ ROWS = [
     Row("DCLS: CBAM attention", DCLS, ("model.attention=cbam",)),
     Row("DCLS: ECA attention", DCLS, ("model.attention=eca",)),
     Row("DCLS: no attention", DCLS, ("model.attention=none",)),
+    Row("Cluster Contrast", CLUSTER_CONTRAST),
 ]
 ROW_NAMES = [r.name for r in ROWS]
 
