@@ -341,18 +341,15 @@ def _size_mismatch(own: tuple[int, ...], given: tuple[int, ...]) -> str:
 
 def _recorded(model: nn.Module) -> dict[str, Any]:
     """``input_size`` / ``mean`` / ``std`` recorded by a (wrapped) reid-backbones model."""
-    seen: Any = model
-    for _ in range(8):
-        found = {k: getattr(seen, k) for k in ("input_size", "mean", "std") if hasattr(seen, k)}
-        if "input_size" in found:
-            return found
-        inner = getattr(seen, "module", None)
-        if inner is None:
-            inner = getattr(seen, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            break
-        seen = inner
-    return {}
+    from reid_backbones import unwrap_model
+
+    try:
+        net = unwrap_model(model)
+    except TypeError:  # not a reid-backbones model: nothing recorded
+        return {}
+    if getattr(net, "input_size", None) is None:
+        return {}
+    return {k: getattr(net, k) for k in ("input_size", "mean", "std") if hasattr(net, k)}
 
 
 @torch.no_grad()
