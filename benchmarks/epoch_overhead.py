@@ -178,8 +178,8 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict[str, Any]:
 
     from reid_clustering import DBSCANResult, dbscan_clustering, knn_search
     from reid_refine import cross_agreement
-    from reid_train.engine import _sparse_path
     from reid_train.methods.pplr import _knn, _reusable_ranking
+    from reid_train.pseudo_labels import sparse_path as _sparse_path
 
     g_np, p_np = make_epoch_features(n, args.dim, args.parts, args.seed)
     feats = torch.from_numpy(g_np).to(device)

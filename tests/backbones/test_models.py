@@ -247,6 +247,34 @@ def test_load_centroids_writes_rows_in_place_and_keeps_parameters() -> None:
         model.load_centroids(g, None)
 
 
+@pytest.mark.parametrize("scale", [1e19, 1e-19])
+def test_unit_features_and_centroids_at_extreme_scales(scale: float, images: torch.Tensor) -> None:
+    """F.normalize squared the entries: BNNeck features at 1e19 gave an inf norm (features of
+    zeros), at 1e-19 a vanishing one (divided by eps, not unit vectors); centroids likewise."""
+    torch.manual_seed(0)
+    model = build_model("dcls", "resnet18", num_classes=K).eval()
+    with torch.no_grad():
+        moderate, (moderate_g, moderate_p) = model(images), model.extract(images)
+        for neck in (model.neck, *model.parts.necks):  # eval BNNeck: its output times `scale`
+            neck.weight.mul_(scale)
+            neck.bias.mul_(scale)
+        feats, (g, p) = model(images), model.extract(images)
+    for got in (feats, g, p):
+        assert torch.isfinite(got).all()
+    torch.testing.assert_close(feats, moderate)
+    torch.testing.assert_close(g, moderate_g)
+    torch.testing.assert_close(p, moderate_p)
+    torch.testing.assert_close(p.norm(dim=2), torch.ones(N, 3))
+    # classifier weights from centroids: the unit vectors of the moderate centroids
+    cg, cp = torch.randn(4, D), torch.randn(4, 3, D)
+    model.reset_classifiers(cg * scale, cp * scale)
+    torch.testing.assert_close(model.classifier.weight, F.normalize(cg, dim=1))
+    torch.testing.assert_close(model.parts.classifiers[2].weight, F.normalize(cp[:, 2], dim=1))
+    model.load_centroids(cg[:2] * scale, cp[:2] * scale)
+    torch.testing.assert_close(model.classifier.weight[:2], F.normalize(cg[:2], dim=1))
+    torch.testing.assert_close(model.parts.classifiers[0].weight[:2], F.normalize(cp[:2, 0], dim=1))
+
+
 @pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 8, 16, 17, 24])
 @pytest.mark.parametrize("parts", [1, 2, 3, 4, 6])
 def test_adaptive_part_bins_equal_adaptive_avg_pool(height: int, parts: int) -> None:

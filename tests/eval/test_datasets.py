@@ -252,7 +252,11 @@ def test_folder_csv_layout(tmp_path: Path) -> None:
     (tmp_path / "query.csv").write_text("path,pid,camid\nimg/c.jpg,9,2\n")
     (tmp_path / "gallery.csv").write_text("path,pid,camid\nimg/d.jpg,9,1\n")
     ds = load_dataset("folder", tmp_path)
-    assert [(Path(r.path).name, r.pid, r.camid) for r in ds.train] == [("a.jpg", 4, 0)]
+    # pid -1 in train.csv: kept as unlabelled (tests/eval/test_own_datasets.py)
+    assert [(Path(r.path).name, r.pid, r.camid) for r in ds.train] == [
+        ("a.jpg", 4, 0),
+        ("b.jpg", -1, 1),
+    ]
     assert [(r.pid, r.camid) for r in ds.query + ds.gallery] == [(9, 2), (9, 1)]
 
 

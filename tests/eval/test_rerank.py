@@ -94,7 +94,7 @@ def test_lambda_one_is_the_normalised_squared_input() -> None:
     ("args", "kwargs", "message"),
     [
         ((np.ones((2, 3)), np.zeros((2, 2)), np.zeros((2, 2))), {}, "shapes do not fit"),
-        ((np.ones((2, 3)), np.zeros((2, 2)), np.zeros((3, 3))), {"k1": 10}, r"at least k1 \+ 1"),
+        ((np.ones((2, 3)), np.zeros((2, 2)), np.zeros((3, 3))), {"k1": 10}, "at least 11 samples"),
         ((np.full((2, 3), np.nan), np.zeros((2, 2)), np.zeros((3, 3))), {}, "NaN or inf"),
         ((-np.ones((2, 3)), np.zeros((2, 2)), np.zeros((3, 3))), {"k1": 2}, "not similarities"),
         ((np.ones((2, 3)), np.zeros((2, 2)), np.zeros((3, 3))), {"k1": 0}, "positive integer"),
@@ -109,6 +109,37 @@ def test_lambda_one_is_the_normalised_squared_input() -> None:
 def test_bad_input(args: tuple, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         re_ranking(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("num_q", "num_g", "kwargs", "advice"),
+    [
+        # one query, one gallery sample: k1 alone cannot fix it (k2 = 6 > 2 too); the message
+        # used to say only "lower k1"
+        (1, 1, {}, "lower k1 to at most 1 and k2 to at most 2, or pass at least 20 gallery"),
+        (1, 5, {}, "lower k1 to at most 5, or pass at least 20 gallery samples"),
+        (1, 19, {}, "lower k1 to at most 19, or pass at least 20 gallery samples"),
+        # many queries, a small gallery: the queries count among the neighbours too
+        (15, 3, {}, "lower k1 to at most 17, or pass at least 6 gallery samples"),
+        # k1 fits, k2 does not
+        (3, 2, {"k1": 4, "k2": 6}, "lower k2 to at most 5, or pass at least 3 gallery samples"),
+    ],
+)
+def test_too_few_samples_for_k1_k2_names_the_counts_and_the_fixes(
+    num_q: int, num_g: int, kwargs: dict, advice: str
+) -> None:
+    k1, k2 = kwargs.get("k1", 20), kwargs.get("k2", 6)
+    need = max(k1 + 1, k2)
+    counts = rf"got {num_q + num_g} \({num_q} query \+ {num_g} gallery\); "
+    message = rf"needs at least {need} samples in query and gallery together .*{counts}{advice}"
+    q, g = np.random.default_rng(0).random((num_q, 4)), np.random.default_rng(1).random((num_g, 4))
+    with pytest.raises(ValueError, match=message):
+        re_ranking_features(q, g, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        re_ranking(_sq_euclidean(q, g), _sq_euclidean(q, q), _sq_euclidean(g, g), **kwargs)
+    # the largest k1 and k2 the message names are accepted
+    fit = {"k1": min(k1, num_q + num_g - 1), "k2": min(k2, num_q + num_g)}
+    assert re_ranking_features(q, g, **fit).shape == (num_q, num_g)
 
 
 def test_bad_features() -> None:

@@ -69,6 +69,43 @@ def test_smoothing_factors_known_values() -> None:
     )
 
 
+@pytest.mark.parametrize("scale", [1e19, 1e-19, 1e30, 1e-30])
+def test_smoothing_factors_at_extreme_feature_scales(scale: float) -> None:
+    # F.normalize squares the entries: at 1e19 the float32 norm was inf (every feature became
+    # zeros, β = 1 everywhere), at 1e-19 it underflowed (features divided by eps, β ≈ 1).
+    beta_lg, beta_ll = dcls_smoothing_factors(GLOBAL * scale, LOCALS * scale)
+    torch.testing.assert_close(beta_lg, torch.tensor([[1.0, A, 1.0]]))
+    torch.testing.assert_close(beta_ll, torch.tensor([[[1.0, A, 1.0], [A, 1.0, A], [1.0, A, 1.0]]]))
+    gen = torch.Generator().manual_seed(5)
+    g, loc = torch.randn(6, 16, generator=gen), torch.randn(6, 3, 16, generator=gen)
+    for metric in ("euclidean", "cosine"):
+        expected = dcls_smoothing_factors(g, loc, metric)
+        scaled = dcls_smoothing_factors(g * scale, loc * scale, metric)
+        for got, want in zip(scaled, expected, strict=True):
+            assert torch.isfinite(got).all()
+            torch.testing.assert_close(got, want)
+    # a zero local feature stays zero (norm 0): d = 0 + 1 − 0 = 1 from the unit global feature
+    zero_local = LOCALS.clone()
+    zero_local[0, 1] = 0.0
+    beta_lg, _ = dcls_smoothing_factors(GLOBAL * scale, zero_local * scale)
+    torch.testing.assert_close(beta_lg, torch.tensor([[1.0, math.exp(-1.0), 1.0]]))
+
+
+def test_l2_normalize_helper_matches_f_normalize_and_keeps_its_edge_cases() -> None:
+    from reid_refine._normalize import l2_normalize
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 32, generator=gen) * torch.rand(64, 1, generator=gen) * 100
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        y = x.to(dtype)
+        assert torch.equal(l2_normalize(y, dim=1), torch.nn.functional.normalize(y, dim=1))
+    odd = torch.tensor([[0.0, 0.0], [float("nan"), 1.0], [float("inf"), 1.0], [1e-45, 0.0]])
+    got = l2_normalize(odd, dim=1)
+    assert torch.equal(got[0], torch.zeros(2))  # zero stays zero
+    assert torch.isnan(got[1]).all() and torch.isnan(got[2, 0]) and got[2, 1] == 0  # as F.normalize
+    assert torch.equal(got[3], torch.tensor([1.0, 0.0]))  # a subnormal entry: a unit vector
+
+
 def test_hand_checked_constants() -> None:
     assert Y2_0[0] == pytest.approx(0.4113474, abs=1e-6)
     assert Y2_1[0] == pytest.approx(0.5062663, abs=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,6 +104,55 @@ def test_camera_proxies_known_answer() -> None:
     assert torch.allclose(pp[:, 0], expected) and torch.allclose(pp[:, 1], expected.flip(1))
     with pytest.raises(ValueError, match="outlier"):
         camera_proxies(x, torch.full((6,), -1), cams)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e-19, 1e30, 1e-30])
+def test_camera_proxies_and_loss_at_extreme_feature_scales(scale: float) -> None:
+    # F.normalize squares the entries: at 1e19 the float32 norm was inf (proxies of zeros), at
+    # 1e-19 it underflowed (means divided by eps, not unit vectors).
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(24, 6, generator=g)
+    labels, cams = torch.arange(4).repeat(6), torch.randint(0, 3, (24,), generator=g)
+    expected = camera_proxies(x, labels, cams)
+    got = camera_proxies(x * scale, labels, cams)
+    assert torch.isfinite(got[0]).all()
+    torch.testing.assert_close(got[0], expected[0])
+    assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+    parts = torch.stack([x, -x], dim=1)
+    torch.testing.assert_close(camera_proxies(parts * scale, labels, cams)[0][:, 1], -expected[0])
+    # the loss normalises the batch features too: same loss, same (finite) gradient direction
+    f = torch.randn(8, 6, generator=g)
+    f_scaled = (f * scale).requires_grad_()
+    loss = camera_proxy_loss(f_scaled, labels[:8], cams[:8], *expected, temperature=0.1)
+    reference = camera_proxy_loss(f, labels[:8], cams[:8], *expected, temperature=0.1)
+    assert torch.isfinite(loss) and reference.item() > 0
+    torch.testing.assert_close(loss, reference)
+    loss.backward()
+    assert torch.isfinite(f_scaled.grad).all() and f_scaled.grad.abs().sum() > 0
+
+
+def test_reid_refine_keeps_a_word_for_word_copy_of_the_normalisation() -> None:
+    # reid-refine may not import reid-backbones: its private copy must stay the same code.
+    root = Path(__file__).resolve().parents[2] / "packages"
+
+    def code(package: str) -> str:
+        text = (root / package / "src" / package.replace("-", "_") / "_normalize.py").read_text()
+        return text.split('"""', 2)[2]  # the code after the module docstring
+
+    assert code("reid-refine") == code("reid-backbones"), "the _normalize.py copies differ"
+
+
+def test_camera_proxy_loss_refuses_an_empty_batch() -> None:
+    proxies, plabels, pcams = _tiny_proxies()
+    empty, none = torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"camera_proxy_loss: the batch is empty \(features has"):
+        camera_proxy_loss(empty, none, none, proxies, plabels, pcams)  # it returned 0
+    module = CameraProxyLoss()
+    module.set_proxies(torch.eye(2), torch.tensor([0, 0]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="at least one sample"):
+        module(empty, none, none)
+    f, y, c = torch.ones(1, 2), torch.tensor([0]), torch.tensor([0])
+    assert torch.isfinite(camera_proxy_loss(f, y, c, proxies, plabels, pcams))  # one sample
 
 
 def _tiny_proxies() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

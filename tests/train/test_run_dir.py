@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from reid_train.run_dir import (
     recover_state,
     truncate_logs,
 )
+from reid_train.run_files import claim_run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -100,6 +102,101 @@ def test_lock_is_exclusive_between_two_holders(tmp_path: Path) -> None:
         RunLock(tmp_path).acquire()
     first.release()
     RunLock(tmp_path).acquire().release()
+
+
+def test_the_lock_records_every_node_and_the_messages_name_them(tmp_path: Path) -> None:
+    """A run over several nodes records all their hosts (it used to record rank 0's only)."""
+    here = socket.gethostname()
+    lock = RunLock(tmp_path, hosts=["nodeB", here, "nodeB", "nodeC"]).acquire()
+    content = json.loads((tmp_path / LOCK_FILE).read_text())
+    assert content["pid"] == os.getpid() and content["host"] == here
+    assert content["hosts"] == [here, "nodeB", "nodeC"]  # this (main) host first, each once
+    spans = f"the run spans 3 nodes: {re.escape(here)} \\(this machine\\), nodeB, nodeC"
+    with pytest.raises(
+        RunDirError, match=f"in use by a live run \\(process {os.getpid()}.*{spans}"
+    ):
+        RunLock(tmp_path).acquire()
+    lock.release()
+    assert json.loads(_locked(tmp_path))["hosts"] == [here]  # a single-node run: this host
+    # a run whose main process is on another node: every node named, this one marked
+    path = tmp_path / LOCK_FILE
+    path.write_text(json.dumps({"pid": 7, "host": "nodeA", "hosts": ["nodeA", here], "started": 0}))
+    spans = f"the run spans 2 nodes: nodeA, {re.escape(here)} \\(this machine\\)"
+    with pytest.raises(
+        RunDirError, match=f"another machine \\(process 7 on nodeA.*{spans}.*delete"
+    ):
+        RunLock(tmp_path).acquire()
+    # a lock written before hosts were recorded: the main host alone, as before
+    path.write_text(json.dumps({"pid": 7, "host": "nodeA", "started": 0}))
+    with pytest.raises(RunDirError, match="another machine") as refused:
+        RunLock(tmp_path).acquire()
+    assert "spans" not in str(refused.value)
+    with pytest.raises(TypeError, match="sequence of host names"):
+        RunLock(tmp_path, hosts="nodeA")  # a string is not a list of hosts
+
+
+def _locked(folder: Path) -> str:
+    """The lock a fresh single-node RunLock writes into ``folder`` (released again)."""
+    lock = RunLock(folder).acquire()
+    try:
+        return (folder / LOCK_FILE).read_text()
+    finally:
+        lock.release()
+
+
+def test_a_stale_lock_of_a_multi_node_run_names_its_other_nodes(tmp_path: Path) -> None:
+    here = socket.gethostname()
+    path = tmp_path / LOCK_FILE
+    dead = {"pid": _dead_pid(), "host": here, "started": 0}
+    path.write_text(json.dumps({**dead, "hosts": [here, "nodeB", "nodeC"]}))
+    lock = RunLock(tmp_path, hosts=[here, "nodeD"]).acquire()
+    assert f"process {dead['pid']} on {here} is gone; that run also ran on nodeB, nodeC" in str(
+        lock.note
+    )
+    assert "make sure none of its processes are left there" in str(lock.note)
+    assert json.loads(path.read_text())["hosts"] == [here, "nodeD"]
+    lock.release()
+    path.write_text(json.dumps(dead))  # single node: the message as before
+    lock = RunLock(tmp_path).acquire()
+    assert lock.note == f"took over a stale lock '{path}' (process {dead['pid']} on {here} is gone)"
+    lock.release()
+
+
+def test_claim_run_dir_records_the_hosts_it_is_given(tmp_path: Path) -> None:
+    cfg = load_config(TINY, [f"data.data_root={tmp_path / 'data'}"])
+    said: list[str] = []
+    out = tmp_path / "run"
+    lock = claim_run_dir(out, cfg, resume=False, overwrite=False, say=said.append, hosts=["n2"])
+    try:
+        assert json.loads((out / LOCK_FILE).read_text())["hosts"] == [socket.gethostname(), "n2"]
+    finally:
+        lock.release()
+
+
+_TWO_RANKS = """
+import json, socket, sys
+from pathlib import Path
+from accelerate import Accelerator, debug_launcher
+
+def job():
+    from reid_train.run_files import process_hosts
+    acc = Accelerator(cpu=True)
+    socket.gethostname = lambda: f"node{acc.process_index}"  # one node per rank
+    hosts = process_hosts(acc)
+    Path(sys.argv[1], f"rank{acc.process_index}.json").write_text(json.dumps(hosts))
+
+debug_launcher(job, num_processes=2)
+"""
+
+
+def test_process_hosts_gathers_every_rank_in_rank_order(tmp_path: Path) -> None:
+    """Two real CPU ranks (gloo), each posing as its own node: both get both hosts."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", _TWO_RANKS, str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == ["node0", "node1"]
 
 
 def test_two_concurrent_cli_runs_one_is_refused(synthetic_root: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@
   the official PPLR weights converted to them (:func:`convert_official_pplr`).
 """
 
+from ._normalize import l2_normalize
 from .attention import (
     ATTENTIONS,
     CBAM,
@@ -62,6 +63,7 @@ from .safetensors_format import SafetensorsError, load_safetensors, save_safeten
 __version__ = "0.3.0"
 
 __all__ = [
+    "l2_normalize",
     "ATTENTIONS",
     "BACKBONES",
     "BNNeck",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ._normalize import l2_normalize
 from .attention import build_attention
 
 __all__ = ["BNNeck", "PartBranch", "region_rows"]
@@ -142,6 +142,6 @@ class PartBranch(nn.Module):
             fc = make_classifier(centroids.shape[2], centroids.shape[0], like)
             assert fc is not None
             with torch.no_grad():
-                fc.weight.copy_(F.normalize(centroids[:, i].to(like), dim=1))
+                fc.weight.copy_(l2_normalize(centroids[:, i].to(like), dim=1))
             fcs.append(fc)
         self.classifiers = nn.ModuleList(fcs)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._normalize import l2_normalize
 from .attention import ATTENTIONS
 from .ghost_bn import convert_to_ghost_bn
 from .heads import BNNeck, PartBranch, make_classifier, region_rows
@@ -251,7 +252,7 @@ class ReIDModel(nn.Module):
         pooled = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
         bn = self.neck(pooled)
         if not self.training:
-            return F.normalize(bn, dim=1)
+            return l2_normalize(bn, dim=1)
         logits = self.classifier(bn) if self.classifier is not None else None
         part_pooled = part_bn = part_logits = None
         if self.parts is not None:
@@ -268,10 +269,10 @@ class ReIDModel(nn.Module):
         ``torch.no_grad()`` as for retrieval; it does not change the mode itself.
         """
         fmap = self.backbone(images)
-        g = F.normalize(self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), dim=1)
+        g = l2_normalize(self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), dim=1)
         if not parts or self.parts is None:
             return g, None
-        return g, F.normalize(self.parts.bn_features(fmap), dim=2)
+        return g, l2_normalize(self.parts.bn_features(fmap), dim=2)
 
     @torch.no_grad()
     def reset_classifiers(
@@ -310,7 +311,7 @@ class ReIDModel(nn.Module):
         like = self.neck.weight
         classifier = make_classifier(d, k, like)
         assert classifier is not None
-        classifier.weight.copy_(F.normalize(global_centroids.to(like), dim=1))
+        classifier.weight.copy_(l2_normalize(global_centroids.to(like), dim=1))
         self.classifier = classifier
         if self.parts is not None and part_centroids is not None:
             self.parts.reset_classifiers(part_centroids)
@@ -350,7 +351,7 @@ class ReIDModel(nn.Module):
                 "model with a larger num_classes"
             )
         weight = self.classifier.weight
-        weight[:k].copy_(F.normalize(global_centroids.to(weight), dim=1))
+        weight[:k].copy_(l2_normalize(global_centroids.to(weight), dim=1))
         if self.parts is not None:
             want = [k, self.num_parts, d]
             if part_centroids is None or list(part_centroids.shape) != want:
@@ -358,7 +359,7 @@ class ReIDModel(nn.Module):
                 raise ValueError(f"part_centroids must be {want} (K, P, D) here, got {got}")
             assert self.parts.classifiers is not None
             for i, fc in enumerate(self.parts.classifiers):
-                fc.weight[:k].copy_(F.normalize(part_centroids[:, i].to(fc.weight), dim=1))
+                fc.weight[:k].copy_(l2_normalize(part_centroids[:, i].to(fc.weight), dim=1))
         elif part_centroids is not None:
             raise ValueError(f"this {self.arch!r} model has no parts: pass part_centroids=None")
         return k

@@ -75,7 +75,8 @@ def re_ranking(
 
     Raises:
         ValueError: inconsistent shapes, NaN/inf or negative distances, bad ``k1``/``k2``/
-            ``lambda_value``.
+            ``lambda_value``, fewer than ``max(k1 + 1, k2)`` query + gallery samples (the
+            message gives the largest ``k1``/``k2`` that fit and the gallery size needed).
     """
     q_g, q_q, g_g = (
         _as_distance(d, name)
@@ -87,8 +88,7 @@ def re_ranking(
             f"shapes do not fit: q_g_dist {tuple(q_g.shape)} needs q_q_dist ({num_q}, {num_q}) "
             f"and g_g_dist ({num_g}, {num_g}), got {tuple(q_q.shape)} and {tuple(g_g.shape)}"
         )
-    n = num_q + num_g
-    k1, k2, lambda_value = _check_parameters(k1, k2, lambda_value, n)
+    k1, k2, lambda_value = _check_parameters(k1, k2, lambda_value, num_q, num_g)
     q_g, q_q, g_g = (d.to(q_g.device) for d in (q_g, q_q, g_g))
     squared = torch.cat([torch.cat([q_q, q_g], 1), torch.cat([q_g.t(), g_g], 1)], 0).pow(2)
     column_max = squared.max(dim=0).values
@@ -148,7 +148,7 @@ def iter_re_ranking_features(
     q, g = _as_features(query_features, gallery_features)
     x = torch.cat([q, g])
     n, num_q = x.shape[0], q.shape[0]
-    k1, k2, lambda_value = _check_parameters(k1, k2, lambda_value, n)
+    k1, k2, lambda_value = _check_parameters(k1, k2, lambda_value, num_q, g.shape[0])
     width = max(k1 + 1, k2)
     sq_norms = x.pow(2).sum(dim=1)
 
@@ -192,17 +192,26 @@ def _encoding(ranked: torch.Tensor, pair_distance, k1: int, k2: int):  # noqa: A
     return encoding
 
 
-def _check_parameters(k1: int, k2: int, lambda_value: float, n: int) -> tuple[int, int, float]:
+def _check_parameters(
+    k1: int, k2: int, lambda_value: float, num_q: int, num_g: int
+) -> tuple[int, int, float]:
+    """``k1``/``k2`` positive integers that ``Q + G`` samples can serve, ``lambda_value`` in
+    [0, 1]. Every sample, query or gallery, ranks all ``N = Q + G`` samples (itself first):
+    ``k1 + 1`` ranked columns and ``k2`` expansion neighbours need ``N >= max(k1 + 1, k2)``."""
     for name, value in (("k1", k1), ("k2", k2)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if k1 + 1 > n:
+    n, need = num_q + num_g, max(k1 + 1, k2)
+    if n < need:
+        lower = [f"k1 to at most {n - 1}"] if k1 + 1 > n else []
+        lower += [f"k2 to at most {n}"] if k2 > n else []
         raise ValueError(
-            f"re-ranking with k1={k1} needs at least k1 + 1 = {k1 + 1} query + gallery samples, "
-            f"got {n}; lower k1"
+            f"re-ranking with k1={k1}, k2={k2} needs at least {need} samples in query and "
+            f"gallery together (k1 + 1 = {k1 + 1} ranked neighbours per sample, itself "
+            f"included; k2 = {k2} for the query expansion), got {n} ({num_q} query + {num_g} "
+            f"gallery); lower {' and '.join(lower)}, or pass at least {need - num_q} gallery "
+            "samples"
         )
-    if k2 > n:
-        raise ValueError(f"k2={k2} exceeds the number of query + gallery samples ({n})")
     lam = float(lambda_value)
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value!r}")

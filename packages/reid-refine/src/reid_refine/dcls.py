@@ -10,7 +10,6 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reid_refine._checks import (
@@ -19,6 +18,7 @@ from reid_refine._checks import (
     check_targets,
     check_unit_interval,
 )
+from reid_refine._normalize import l2_normalize
 from reid_refine.smoothing import (
     one_hot_targets,
     smoothed_targets,
@@ -114,9 +114,10 @@ def dcls_smoothing_factors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Smoothing factors β = exp(−d) of DCLS Eq. 4-5, between features of the same sample.
 
-    Features are L2-normalised first. ``metric="euclidean"``: d = ‖x − y‖² (squared Euclidean,
-    Eq. 4, so β ∈ [e⁻⁴, 1]); ``metric="cosine"``: d = 1 − cos(x, y) (Eq. 12 / Table 6,
-    β ∈ [e⁻², 1]). β is in (0, 1] and detached.
+    Features are L2-normalised first, at any finite magnitude (features scaled by 1e19 or
+    1e-19 give the same β; zero features stay zero). ``metric="euclidean"``: d = ‖x − y‖²
+    (squared Euclidean, Eq. 4, so β ∈ [e⁻⁴, 1]); ``metric="cosine"``: d = 1 − cos(x, y)
+    (Eq. 12 / Table 6, β ∈ [e⁻², 1]). β is in (0, 1] and detached.
 
     Args:
         global_feats: ``[N, D]`` float.
@@ -135,8 +136,8 @@ def dcls_smoothing_factors(
             f"local_feats must have shape [N, N_l, D] = [{n}, N_l, {d}] to match global_feats, "
             f"got {tuple(local_feats.shape)}"
         )
-    g = F.normalize(global_feats.detach(), dim=-1)
-    loc = F.normalize(local_feats.detach(), dim=-1)
+    g = l2_normalize(global_feats.detach(), dim=-1)  # any finite scale, 1e19 or 1e-19 too
+    loc = l2_normalize(local_feats.detach(), dim=-1)
     cos_lg = (loc * g[:, None, :]).sum(-1)  # [N, N_l]
     cos_ll = loc @ loc.transpose(1, 2)  # [N, N_l, N_l]
     if metric == "euclidean":

@@ -6,6 +6,7 @@ accelerate run ``python reid-train``, a file that does not exist).
 
     reid-train --config configs/pplr_market1501.yaml [--output-dir DIR] [--overwrite]
                [key=value ...]
+    reid-train --config pplr_market1501 ...        # a shipped config, by name
     reid-train --resume RUN_DIR [key=value ...]     # the run's own config.yaml
     reid-train plot RUN_DIR [--out DIR] [--dpi 120]
 
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"reid-train {__version__}")
     parser.add_argument(
-        "--config", help="YAML file (see configs/); with --resume RUN_DIR: the run's config.yaml"
+        "--config",
+        help="YAML file, or the name of a shipped config (e.g. pplr_market1501; see configs/); "
+        "with --resume RUN_DIR: the run's config.yaml",
     )
     parser.add_argument("--output-dir", help="run folder (default: runtime.output_dir)")
     runs = parser.add_mutually_exclusive_group()
@@ -135,13 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reid_backbones import PretrainedWeightsError
     from reid_eval import DatasetError, ImageReadError
 
-    from .config import ConfigError, load_config
+    from .config import ConfigError, find_config, load_config
     from .data import BadImagesError
     from .engine import TrainingDivergedError, train
     from .run_dir import RunDirError
 
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(find_config(args.config), args.overrides)
         if args.output_dir:
             config.runtime.output_dir = args.output_dir
         evaluations = train(

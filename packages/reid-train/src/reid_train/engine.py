@@ -61,7 +61,7 @@ from .extraction import broadcast_from_main, broadcast_tensors, extract_features
 from .hooks import EvaluationHook, Hook, default_hooks
 from .methods import Method
 from .methods import get as get_method
-from .pseudo_labels import PseudoLabeler
+from .pseudo_labels import PseudoLabeler, ground_truth_labels
 from .reporting import Reporter
 from .run_dir import (
     LOG_FILE,
@@ -70,10 +70,7 @@ from .run_dir import (
     RunLock,
     check_new_run,
 )
-from .run_files import (
-    claim_run_dir,
-    load_state,
-)
+from .run_files import claim_run_dir, load_state, process_hosts
 from .sampler import TooFewIdentitiesError
 
 # camera_debiased lives in reid_clustering; re-exported here, where it used to be defined.
@@ -129,6 +126,8 @@ class Trainer:
         self.dataset: ReIDDataset = _load_dataset(config, self.acc, self._print, self._warn)
         self.train_records: list[ImageRecord] = list(self.dataset.train)
         self.train_pids, self.train_camids = record_ids(self.train_records)
+        if config.cluster.labels != "dbscan":  # refuse a split without identities up front
+            ground_truth_labels(self.train_pids, config.cluster.labels)
         capacity = config.model.max_clusters or (
             len(self.train_records) // config.cluster.min_samples + 1
         )
@@ -144,7 +143,8 @@ class Trainer:
         self.start_epoch, self.best_map, self.best_epoch = 0, -1.0, -1
         self.trained_epochs = 0
         try:
-            self._on_main(lambda: self._claim_run_dir(overwrite))
+            hosts = process_hosts(self.acc)  # a collective: every process, for the lock
+            self._on_main(lambda: self._claim_run_dir(overwrite, hosts))
             self.report.open_log(self.out / LOG_FILE)  # train.log: every line from here on
             self._print(_summary(config, self.out, self.acc))
             self._print(batch)
@@ -162,10 +162,16 @@ class Trainer:
     def _on_main(self, job: Any) -> Any:
         return _on_main(self.acc, job)
 
-    def _claim_run_dir(self, overwrite: bool) -> None:
-        """Main process: lock the run folder, then prepare it for a new or a resumed run."""
+    def _claim_run_dir(self, overwrite: bool, hosts: list[str]) -> None:
+        """Main process: lock the run folder (with every node's host), then prepare it for a
+        new or a resumed run."""
         self._lock = claim_run_dir(
-            self.out, self.cfg, resume=self.resume, overwrite=overwrite, say=self._print
+            self.out,
+            self.cfg,
+            resume=self.resume,
+            overwrite=overwrite,
+            say=self._print,
+            hosts=hosts,
         )
 
     def close(self) -> None:

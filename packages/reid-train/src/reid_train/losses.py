@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reid_backbones import l2_normalize
+
 __all__ = [
     "CameraProxyLoss",
     "SoftTripletLoss",
@@ -120,7 +122,8 @@ def camera_proxies(
     """Camera-aware proxies of PPLR (CAP): L2-normalised centroid of every (cluster, camera).
 
     ``c_(a,b)`` = mean of the features with camera a in cluster b, L2-normalised along the
-    last dimension. Samples with a negative label (outliers) are ignored. Proxies are ordered by
+    last dimension (at any finite magnitude: features scaled by 1e19 or 1e-19 give the same
+    proxies). Samples with a negative label (outliers) are ignored. Proxies are ordered by
     label, then camera (the official order). Pass the features the clustering used (the
     reference: the L2-normalised extracted features, global ``[N, D]`` or parts ``[N, P, D]``).
 
@@ -149,7 +152,7 @@ def camera_proxies(
     sums.index_add_(0, inverse, x)
     counts = torch.bincount(inverse, minlength=keys.numel()).to(x.dtype)
     means = sums / counts.view(-1, *([1] * (x.dim() - 1)))
-    return F.normalize(means, dim=-1), keys // num_cams, keys % num_cams
+    return l2_normalize(means, dim=-1), keys // num_cams, keys % num_cams
 
 
 def camera_proxy_loss(
@@ -182,7 +185,7 @@ def camera_proxy_loss(
     on each part feature (against per-part proxies), averaged over parts.
 
     Args:
-        features: ``[B, D]`` float (any scale; L2-normalised here).
+        features: ``[B, D]`` float (any finite magnitude; L2-normalised here).
         pseudo_labels: ``[B]`` integer cluster of each sample.
         camids: ``[B]`` integer camera of each sample.
         proxies: ``[M, D]`` L2-normalised proxies; proxy_labels, proxy_cams: ``[M]`` integers.
@@ -191,9 +194,17 @@ def camera_proxy_loss(
 
     Returns:
         Scalar float32 loss; gradients reach ``features`` only.
+
+    Raises:
+        ValueError: an empty batch (B = 0), or inconsistent inputs (the message names them).
     """
     x = _float_tensor(features, "features", 2)
     b, d = x.shape
+    if b == 0:  # a mean over no sample: refused, not 0 (an empty batch is a caller's bug)
+        raise ValueError(
+            f"camera_proxy_loss: the batch is empty (features has shape {tuple(x.shape)}, no "
+            "sample to average the loss over); pass a batch with at least one sample"
+        )
     pseudo_labels = _int_vector(pseudo_labels, "pseudo_labels", b, x.device)
     camids = _int_vector(camids, "camids", b, x.device)
     proxies = _float_tensor(proxies, "proxies", 2)
@@ -211,7 +222,7 @@ def camera_proxy_loss(
     if num_hard_negatives < 0:
         raise ValueError(f"num_hard_negatives must be >= 0, got {num_hard_negatives}")
 
-    sims = F.normalize(x, dim=1) @ proxies.detach().to(x.dtype).t() / temperature  # [B, M]
+    sims = l2_normalize(x, dim=1) @ proxies.detach().to(x.dtype).t() / temperature  # [B, M]
     same_cluster = pseudo_labels[:, None] == proxy_labels[None, :]
     positive = same_cluster & (camids[:, None] != proxy_cams[None, :])
     has_pos = positive.any(dim=1)

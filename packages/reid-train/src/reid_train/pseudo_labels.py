@@ -121,11 +121,16 @@ class PseudoLabeler:
 
     def quality(self, labels: torch.Tensor) -> dict[str, float]:
         """NMI, ARI, pairwise precision/recall/F1 of ``labels`` ``[N]`` against the true
-        identities (and the realised noise of ``noisy_ground_truth``); empty when the training
-        split has fewer than two identities (an unlabelled split)."""
-        if len(np.unique(self.pids)) <= 1:
+        identities (and the realised noise of ``noisy_ground_truth``), over the images that have
+        one (pid >= 0); empty when the training split has fewer than two identities (an
+        unlabelled split: every pid -1)."""
+        known = self.pids >= 0  # pid -1: an image without identity (reid_eval.UNLABELLED)
+        if len(np.unique(self.pids[known])) <= 1:
             return {}
-        q = pseudo_label_quality(labels.numpy(), self.pids)
+        if known.all():
+            q = pseudo_label_quality(labels.numpy(), self.pids)
+        else:
+            q = pseudo_label_quality(labels.numpy()[known], self.pids[known])
         quality = {
             "nmi": q.nmi, "ari": q.ari, "pairwise_precision": q.pairwise_precision,
             "pairwise_recall": q.pairwise_recall, "pairwise_f1": q.pairwise_f1,

@@ -4,10 +4,12 @@ A run folder holds ``config.yaml``, ``metrics.jsonl``, ``history.jsonl``, ``trai
 ``state/`` (for ``--resume``), ``last/`` and ``best/``. Rules that keep one run from destroying
 another:
 
-* **One live owner.** The main process holds ``.lock`` (JSON: pid, host, start time) while it
-  trains. A second run into the same folder is refused while the owner lives. A lock whose
-  process is gone on this host is stale and taken over, with a line saying so; a lock from
-  another host cannot be checked from here, and the message says how to clear it.
+* **One live owner.** The main process holds ``.lock`` (JSON: pid, host, start time, and the
+  hosts of every node the run spans) while it trains. A second run into the same folder is
+  refused while the owner lives. A lock whose process is gone on this host is stale and taken
+  over, with a line saying so (and naming the run's other nodes, where processes of it may be
+  left); a lock from another host cannot be checked from here, and the message says how to
+  clear it.
 * **No accidental overwrite.** A new run (no ``--resume``) refuses a folder that already holds a
   run; ``--overwrite`` removes that run's files first (and only them).
 * **Resumable whatever the moment of a kill.** ``state/`` is written as ``.state.tmp`` and
@@ -27,7 +29,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,16 +180,29 @@ def truncate_logs(out: Path, last_epoch: int, names: Iterable[str]) -> int:
 
 
 class RunLock:
-    """``.lock`` in the run folder, held by the main process for the run's lifetime."""
+    """``.lock`` in the run folder, held by the main process for the run's lifetime.
 
-    def __init__(self, out: Path) -> None:
+    Args:
+        out: the run folder.
+        hosts: the host names of all the run's processes (any order, repeats allowed; e.g.
+            gathered from every rank), recorded as ``"hosts"`` with this host first, each once.
+            None: this host only (a single-node run).
+    """
+
+    def __init__(self, out: Path, hosts: Sequence[str] | None = None) -> None:
         self.path = out / LOCK_FILE
+        self.hosts = _run_hosts(hosts)
         self.note: str | None = None
         self._held = False
 
     def acquire(self) -> RunLock:
         """Take the lock, or raise :class:`RunDirError` naming the live owner."""
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "hosts": self.hosts,
+            "started": time.time(),
+        }
         for _ in range(2):
             if self._create(me):
                 self._held = True
@@ -196,9 +211,16 @@ class RunLock:
             if owner is None or not self._stale(owner):
                 raise RunDirError(self._busy_message(owner))
             self.path.unlink(missing_ok=True)
+            others = [h for h in _owner_hosts(owner) if h != owner.get("host")]
+            left = (
+                f"; that run also ran on {', '.join(others)}: make sure none of its processes "
+                "are left there"
+                if others
+                else ""
+            )
             self.note = (
                 f"took over a stale lock '{self.path}' (process {owner.get('pid')} on "
-                f"{owner.get('host')} is gone)"
+                f"{owner.get('host')} is gone{left})"
             )
         raise RunDirError(self._busy_message(self._owner()))
 
@@ -255,7 +277,12 @@ class RunLock:
             )
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("started", 0)))
         where = f"process {owner.get('pid')} on {owner.get('host')}, since {since}"
-        if owner.get("host") != socket.gethostname():
+        here = socket.gethostname()
+        hosts = _owner_hosts(owner)
+        if len(hosts) > 1:
+            named = [f"{h} (this machine)" if h == here else h for h in hosts]
+            where += f"; the run spans {len(hosts)} nodes: {', '.join(named)}"
+        if owner.get("host") != here:
             return (
                 f"'{self.path.parent}' is in use by a run on another machine ({where}); choose "
                 f"another --output-dir, or delete '{self.path}' if that run has ended"
@@ -264,3 +291,26 @@ class RunLock:
             f"'{self.path.parent}' is in use by a live run ({where}); wait for it to finish or "
             "choose another --output-dir"
         )
+
+
+def _run_hosts(hosts: Sequence[str] | None) -> list[str]:
+    """This host first, then the other ``hosts``, each once."""
+    here = socket.gethostname()
+    if hosts is None:
+        return [here]
+    if isinstance(hosts, str | bytes) or not all(isinstance(h, str) and h for h in hosts):
+        raise TypeError(
+            "hosts must be a sequence of host names (one per process, e.g. gathered from every "
+            f"rank), got {hosts!r}"
+        )
+    return list(dict.fromkeys([here, *hosts]))
+
+
+def _owner_hosts(owner: dict[str, Any]) -> list[str]:
+    """The hosts a lock records: its ``hosts`` list (the main host first), or, in a lock written
+    before the list was kept, the main host alone."""
+    hosts = owner.get("hosts")
+    main = owner.get("host")
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        hosts = []
+    return list(dict.fromkeys([str(main), *hosts]))

@@ -3,9 +3,10 @@
 :mod:`reid_train.run_dir` has the folder's rules (the lock, what a new run may overwrite, how
 a resume finds a complete state, the fault points of the tests); this module applies them:
 
-* :func:`claim_run_dir`: lock the folder and prepare it for a new run (``--overwrite``) or a
-  resumed one (recover the state, refuse a config that changes the model, drop log lines past
-  the saved epoch), then write ``config.yaml``;
+* :func:`claim_run_dir`: lock the folder (recording every node of the run, gathered by
+  :func:`process_hosts`) and prepare it for a new run (``--overwrite``) or a resumed one
+  (recover the state, refuse a config that changes the model, drop log lines past the saved
+  epoch), then write ``config.yaml``;
 * :func:`save_model`: ``best/`` or ``last/`` via ``reid_backbones.save_checkpoint`` (what
   ``reid-eval`` reads), written to a temporary folder and renamed;
 * :func:`save_state` / :func:`load_state`: ``state/`` via ``Accelerator.save_state`` plus
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 
 from reid_backbones import ReIDModel, save_checkpoint
 
@@ -51,6 +54,7 @@ __all__ = [
     "check_resumed_config",
     "claim_run_dir",
     "load_state",
+    "process_hosts",
     "save_model",
     "save_state",
 ]
@@ -82,6 +86,17 @@ class Progress:
         )
 
 
+def process_hosts(acc: Accelerator) -> list[str]:
+    """The host name of every process, in rank order (the main process's first).
+
+    A collective when there are several processes: call it on **every** process (not inside a
+    main-process-only block), then pass the result to :func:`claim_run_dir` on the main one.
+    """
+    if acc.num_processes == 1:
+        return [socket.gethostname()]
+    return [str(h) for h in gather_object([socket.gethostname()])]
+
+
 def claim_run_dir(
     out: Path,
     cfg: TrainConfig,
@@ -89,13 +104,17 @@ def claim_run_dir(
     resume: bool,
     overwrite: bool,
     say: Callable[[str], None],
+    hosts: Sequence[str] | None = None,
 ) -> RunLock:
     """Main process: lock the run folder, then prepare it for a new or a resumed run.
+
+    ``hosts``: the host names of all the run's processes (:func:`process_hosts`), recorded in
+    the lock so that a refusal or a stale-lock takeover names every node; None: this host only.
 
     Returns the held lock (released again if preparing the folder fails).
     """
     out.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(out).acquire()
+    lock = RunLock(out, hosts).acquire()
     try:
         if lock.note:
             say(lock.note)

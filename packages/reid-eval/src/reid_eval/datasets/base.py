@@ -17,12 +17,17 @@ __all__ = [
     "ImageRecord",
     "ReIDDataset",
     "SplitStats",
+    "UNLABELLED",
 ]
 
 #: File extensions treated as images when a folder is scanned (compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 _MAX_LISTED = 5
+
+#: The pid of an image without identity: a training image of an unlabelled split (kept: the
+#: unsupervised methods never read identities), or junk (dropped from evaluation splits).
+UNLABELLED = -1
 
 
 class DatasetError(ValueError):
@@ -40,7 +45,9 @@ class ImageRecord(NamedTuple):
         path: path of the image file, as a string.
         pid: identity label. Test splits keep the dataset's labels (0 = distractor where the
             dataset has them); training splits keep the raw labels too (unsupervised methods never
-            read them; they serve pseudo-label quality reports only).
+            read them; they serve pseudo-label quality reports only), and -1
+            (:data:`UNLABELLED`) for an image without identity (the ``unlabelled`` layout, or
+            a CSV row of ``folder``).
         camid: 0-based camera index.
     """
 
@@ -50,7 +57,8 @@ class ImageRecord(NamedTuple):
 
 
 class SplitStats(NamedTuple):
-    """Counts of one split: images, distinct identities, distinct cameras."""
+    """Counts of one split: images, distinct identities (pid -1, no identity, not counted),
+    distinct cameras."""
 
     num_images: int
     num_ids: int
@@ -59,7 +67,8 @@ class SplitStats(NamedTuple):
 
 def split_stats(records: Sequence[ImageRecord]) -> SplitStats:
     """Count images, identities and cameras of a list of records."""
-    return SplitStats(len(records), len({r.pid for r in records}), len({r.camid for r in records}))
+    ids = {r.pid for r in records if r.pid != UNLABELLED}
+    return SplitStats(len(records), len(ids), len({r.camid for r in records}))
 
 
 @dataclass
@@ -69,7 +78,8 @@ class ReIDDataset:
     Attributes:
         name: registry name of the layout (``"market1501"``, ...).
         root: the folder the images were found in (after sub-folder resolution).
-        train: training images (their pids are for reporting only in unsupervised training).
+        train: training images (their pids are for reporting only in unsupervised training;
+            -1 for an image without identity).
         query: query images.
         gallery: gallery images (distractors with pid 0 included where the dataset has them).
     """
@@ -102,7 +112,7 @@ class ReIDDataset:
 
     @property
     def num_train_pids(self) -> int:
-        """Number of distinct identities in the training split."""
+        """Number of distinct identities in the training split (0 for an unlabelled one)."""
         return self.stats("train").num_ids
 
     @property

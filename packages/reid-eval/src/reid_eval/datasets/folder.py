@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from .base import (
+    UNLABELLED,
     DatasetError,
     DatasetLayoutError,
     ImageRecord,
@@ -40,8 +43,13 @@ class FolderDataset:
     numbered 0, 1, ... in sorted order (numerically when they are numbers), over all splits.
 
     CSV files (``ROOT/{train,query,gallery}.csv``, header ``path,pid,camid``): paths relative to
-    ``ROOT`` (or absolute), integer pids (-1 marks junk, dropped), 0-based integer camids. The CSV
-    layout is used when all three files exist; ``layout="csv"`` / ``"folders"`` forces one.
+    ``ROOT`` (or absolute), integer pids, 0-based integer camids. A pid of -1 marks an image
+    without identity: kept in ``train.csv`` as unlabelled (unsupervised training uses it; the
+    ground-truth labels and the pseudo-label quality leave it out), dropped with a warning from
+    ``query.csv`` / ``gallery.csv`` (an image without identity cannot be scored). The CSV layout
+    is used when all three files exist; ``layout="csv"`` / ``"folders"`` forces one. For a
+    training split without any identity, see also the ``unlabelled`` layout
+    (:class:`~reid_eval.datasets.UnlabelledFolder`).
 
     Every image must exist and every name must match the pattern; offenders are listed.
     """
@@ -57,15 +65,7 @@ class FolderDataset:
     ) -> None:
         if layout not in ("auto", "csv", "folders"):
             raise ValueError(f"layout must be 'auto', 'csv' or 'folders', got {layout!r}")
-        try:
-            self.camera_regex = re.compile(camera_pattern)
-        except re.error as e:
-            raise ValueError(f"camera_pattern {camera_pattern!r} is not a valid regex: {e}") from e
-        if self.camera_regex.groups < 1:
-            raise ValueError(
-                f"camera_pattern {camera_pattern!r} needs one capture group holding the camera, "
-                r"e.g. r'_c(\d+)'"
-            )
+        self.camera_regex = camera_regex(camera_pattern)
         self.root = Path(root).expanduser()
         self.layout = layout
 
@@ -88,36 +88,23 @@ class FolderDataset:
             )
         if use_csv:
             splits = {s: _read_csv(self.root / f"{s}.csv", self.root) for s in _SPLITS}
-            note = "read from train.csv, query.csv, gallery.csv"
+            notes = ["read from train.csv, query.csv, gallery.csv"]
+            unlabelled = sum(r.pid == UNLABELLED for r in splits["train"])
+            if unlabelled:
+                notes.append(f"{unlabelled} unlabelled training image(s) (pid -1) kept")
+            for split in ("query", "gallery"):
+                splits[split] = drop_unlabelled(
+                    splits[split], self.display_name, f"{split}.csv", notes
+                )
         else:
             splits = self._read_folders()
-            note = f"identity folders; camera pattern {self.camera_regex.pattern!r}"
+            notes = [f"identity folders; camera pattern {self.camera_regex.pattern!r}"]
         return ReIDDataset(
-            self.name, self.root, splits["train"], splits["query"], splits["gallery"], [note]
+            self.name, self.root, splits["train"], splits["query"], splits["gallery"], notes
         )
 
     def _read_folders(self) -> dict[str, list[ImageRecord]]:
-        found: dict[str, list[tuple[str, str, str]]] = {}  # split -> (path, identity, camera)
-        unmatched: list[str] = []
-        for split in _SPLITS:
-            items = []
-            split_dir = self.root / split
-            with os.scandir(split_dir) as it:
-                identities = sorted(e.name for e in it if e.is_dir())
-            for identity in identities:
-                for name in list_images(split_dir / identity):
-                    m = self.camera_regex.search(name)
-                    if m is None or m.group(1) is None:
-                        unmatched.append(f"{split}/{identity}/{name}")
-                        continue
-                    items.append((str(split_dir / identity / name), identity, m.group(1)))
-            found[split] = items
-        if unmatched:
-            raise DatasetError(
-                f"folder dataset: {len(unmatched)} file name(s) hold no camera matching the "
-                f"pattern {self.camera_regex.pattern!r}: {format_examples(unmatched)}. Pass "
-                "camera_pattern= (a regex whose first group is the camera) or use CSV files."
-            )
+        found = scan_identity_folders(self.root, _SPLITS, self.camera_regex, self.display_name)
         cameras = _numbering({c for items in found.values() for _, _, c in items}, start=0)
         train_ids = _numbering({i for _, i, _ in found["train"]}, start=1)
         test_ids = _numbering({i for s in ("query", "gallery") for _, i, _ in found[s]}, start=1)
@@ -130,6 +117,72 @@ class FolderDataset:
             ]
             for split, items in found.items()
         }
+
+
+def camera_regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled; it must hold one capture group, the camera (a ValueError says so)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"camera_pattern {pattern!r} is not a valid regex: {e}") from e
+    if regex.groups < 1:
+        raise ValueError(
+            f"camera_pattern {pattern!r} needs one capture group holding the camera, "
+            r"e.g. r'_c(\d+)'"
+        )
+    return regex
+
+
+def scan_identity_folders(
+    root: Path,
+    splits: Sequence[str],
+    camera_regex: re.Pattern[str],
+    dataset: str,
+    hint: str = " or use CSV files",
+) -> dict[str, list[tuple[str, str, str]]]:
+    """``(path, identity folder name, camera label)`` of every image of
+    ``root/<split>/<identity>/``, the camera read from the file name by ``camera_regex``
+    (first group); names without a camera are reported together (``hint`` ends the message)."""
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    unmatched: list[str] = []
+    for split in splits:
+        items = []
+        split_dir = root / split
+        with os.scandir(split_dir) as it:
+            identities = sorted(e.name for e in it if e.is_dir())
+        for identity in identities:
+            for name in list_images(split_dir / identity):
+                m = camera_regex.search(name)
+                if m is None or m.group(1) is None:
+                    unmatched.append(f"{split}/{identity}/{name}")
+                    continue
+                items.append((str(split_dir / identity / name), identity, m.group(1)))
+        found[split] = items
+    if unmatched:
+        raise DatasetError(
+            f"{dataset}: {len(unmatched)} file name(s) hold no camera matching the "
+            f"pattern {camera_regex.pattern!r}: {format_examples(unmatched)}. Pass "
+            f"camera_pattern= (a regex whose first group is the camera){hint}."
+        )
+    return found
+
+
+def drop_unlabelled(
+    records: list[ImageRecord], dataset: str, source: str, notes: list[str]
+) -> list[ImageRecord]:
+    """``records`` of a query or gallery split without those of pid -1, with a warning (and a
+    note appended to ``notes``) that says how many and why; ``source`` names the split's file or
+    folder."""
+    kept = [r for r in records if r.pid != UNLABELLED]
+    dropped = len(records) - len(kept)
+    if dropped:
+        warnings.warn(
+            f"{dataset}: {dropped} image(s) with pid -1 (no identity) dropped from {source}: an "
+            "evaluation image needs its identity to be scored (give it one, or leave it out)",
+            stacklevel=3,
+        )
+        notes.append(f"{dropped} image(s) with pid -1 dropped from {source}")
+    return kept
 
 
 def _numbering(labels: set[str], start: int) -> dict[str, int]:
@@ -164,8 +217,6 @@ def _read_csv(csv_file: Path, root: Path) -> list[ImageRecord]:
                 continue
             if pid < -1 or camid < 0 or not row["path"]:
                 bad.append(f"line {number}: {row}")
-                continue
-            if pid == -1:
                 continue
             path = root / row["path"]
             if not path.is_file():

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 
+from reid_backbones import l2_normalize
 from reid_clustering import cluster_centroids
 
 from ..registry import register
@@ -77,7 +78,7 @@ class ClusterContrastOptions:
 def cluster_memory(features: torch.Tensor, labels: torch.Tensor, num_clusters: int) -> torch.Tensor:
     """The memory of an epoch: ``[K, D]`` L2-normalised means of the features of each cluster
     (labels ``0..K-1``; ``-1`` rows left out), float32, on the features' device."""
-    return F.normalize(cluster_centroids(features.float(), labels, num_clusters), dim=1)
+    return l2_normalize(cluster_centroids(features.float(), labels, num_clusters), dim=1)
 
 
 def cluster_nce_loss(
@@ -93,7 +94,7 @@ def cluster_nce_loss(
         )
     if features.shape[0] == 0:
         raise ValueError("cluster_nce_loss needs a non-empty batch")
-    logits = F.normalize(features.float(), dim=1) @ memory.detach().t() / temperature
+    logits = l2_normalize(features.float(), dim=1) @ memory.detach().t() / temperature
     return F.cross_entropy(logits, targets)
 
 
@@ -112,7 +113,7 @@ def momentum_update(
     ``update="hard"``: once per cluster of the batch, with its instance of lowest similarity
     ``f·M[y]`` to the memory before the update (the first of equal ones).
     """
-    feats = F.normalize(features.detach().float(), dim=1)
+    feats = l2_normalize(features.detach().float(), dim=1)
     if update == "all":
         for f, y in zip(feats, targets.tolist(), strict=True):
             memory[y] = momentum * memory[y] + (1.0 - momentum) * f

@@ -1,7 +1,8 @@
 """Typed config values: checking and coercing a YAML or command-line value against a field's
 annotation (bool, int, float, str, None, ``Literal`` choices, lists, string-keyed mappings and
 unions of these), and describing a type in an error message. The schema itself (the section
-dataclasses) and the value rules live in :mod:`reid_train.config`.
+dataclasses) is :mod:`reid_train.config.schema`, the value rules
+:mod:`reid_train.config.validation`. This module imports nothing of reid-train.
 """
 
 from __future__ import annotations
