@@ -113,7 +113,7 @@ def test_checkpoint_records_the_interpolation(checkpoints: dict, tmp_path: Path)
 
 def test_reid_train_writes_its_data_interpolation(model: torch.nn.Module, tmp_path: Path) -> None:
     from reid_train.config import TrainConfig
-    from reid_train.run_files import save_model
+    from reid_train.run_folder import save_model
 
     cfg = TrainConfig()
     cfg.data.interpolation = "bicubic"

@@ -18,7 +18,7 @@ imported on first use, so that ``import reid_train`` does not load Accelerate. B
   noisy_ground_truth``).
 
 Beside the epoch loop of :mod:`reid_train.engine`: :mod:`reid_train.extraction` (sharded feature
-extraction and gathering), :mod:`reid_train.run_files` and :mod:`reid_train.run_dir` (what a
+extraction and gathering), :mod:`reid_train.run_folder` (what a
 run writes into its folder, and the folder's rules), :mod:`reid_train.reporting` (console,
 TensorBoard, plots).
 """

@@ -25,7 +25,7 @@ An epoch (docs/design.md, "One training epoch"), recorded in one
    ``--resume`` (written to a temporary folder and renamed).
 
 Beside it: :mod:`reid_train.extraction` (sharded extraction, gathering, broadcasts),
-:mod:`reid_train.run_files` and :mod:`reid_train.run_dir` (the run folder's files and rules),
+:mod:`reid_train.run_folder` (the run folder's files and rules),
 :mod:`reid_train.reporting` (console, warnings, TensorBoard, plots).
 """
 
@@ -63,14 +63,16 @@ from .methods import Method
 from .methods import get as get_method
 from .pseudo_labels import PseudoLabeler, ground_truth_labels
 from .reporting import Reporter
-from .run_dir import (
+from .run_folder import (
     LOG_FILE,
     STATE_DIR,
     RunDirError,
     RunLock,
     check_new_run,
+    claim_run_dir,
+    load_state,
+    process_hosts,
 )
-from .run_files import claim_run_dir, load_state, process_hosts
 from .sampler import TooFewIdentitiesError
 
 # camera_debiased lives in reid_clustering; re-exported here, where it used to be defined.

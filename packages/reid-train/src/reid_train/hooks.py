@@ -29,8 +29,16 @@ from reid_eval.rerank import re_ranking_features
 
 from .data import LEFT_OUT_OF_EVALUATION, BadImagesError, record_ids
 from .epoch import EpochRecord
-from .run_dir import BEST_DIR, HISTORY_FILE, METRICS_FILE, fault_point
-from .run_files import Progress, append_line, save_model, save_state
+from .run_folder import (
+    BEST_DIR,
+    HISTORY_FILE,
+    METRICS_FILE,
+    Progress,
+    append_line,
+    fault_point,
+    save_model,
+    save_state,
+)
 
 __all__ = [
     "CheckpointHook",

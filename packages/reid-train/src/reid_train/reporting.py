@@ -2,7 +2,7 @@
 plots. Only the main process reports; on the others every call does nothing.
 
 The files of the run folder (``history.jsonl``, ``metrics.jsonl``, checkpoints) are written by
-:mod:`reid_train.run_files`; this module only formats and shows.
+:mod:`reid_train.run_folder`; this module only formats and shows.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import registry
 from .config import ConfigError
-from .run_dir import HISTORY_FILE
+from .run_folder import HISTORY_FILE
 
 if TYPE_CHECKING:
     from .epoch import EpochRecord

@@ -19,15 +19,15 @@ from reid_backbones import load_safetensors
 from reid_train.cli import main
 from reid_train.config import ConfigError, load_config
 from reid_train.engine import Trainer
-from reid_train.run_dir import (
+from reid_train.run_folder import (
     FAULT_ENV,
     LOCK_FILE,
     RunDirError,
     RunLock,
+    claim_run_dir,
     recover_state,
     truncate_logs,
 )
-from reid_train.run_files import claim_run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -179,7 +179,7 @@ from pathlib import Path
 from accelerate import Accelerator, debug_launcher
 
 def job():
-    from reid_train.run_files import process_hosts
+    from reid_train.run_folder import process_hosts
     acc = Accelerator(cpu=True)
     socket.gethostname = lambda: f"node{acc.process_index}"  # one node per rank
     hosts = process_hosts(acc)
