@@ -58,7 +58,7 @@ from .config import ConfigError, TrainConfig, split_batch
 from .data import build_train_loader, record_ids
 from .epoch import EpochRecord
 from .extraction import broadcast_from_main, broadcast_tensors, extract_features
-from .hooks import EvaluationHook, Hook, default_hooks
+from .hooks import EvaluationHook, Hook, default_hooks, due
 from .methods import Method
 from .methods import get as get_method
 from .pseudo_labels import PseudoLabeler, ground_truth_labels
@@ -335,7 +335,7 @@ class Trainer:
             self.method.after_step(out, targets, batch, record)
             for name, value in terms.items():
                 totals[name] += float(value.detach())
-            if _every(step, cfg.runtime.log_every):
+            if due(step, cfg.runtime.log_every, last=False):
                 means = {k: v / (step + 1) for k, v in totals.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
                 seen = (step + 1) * cfg.data.batch_size * self.acc.num_processes
@@ -517,8 +517,3 @@ def _build_scheduler(
 
 def _is_synthetic(name: str) -> bool:
     return name.lower().replace("-", "").replace("_", "") == "synthetic"
-
-
-def _every(epoch: int, n: int) -> bool:
-    """Whether epoch (0-based) ends a period of ``n`` epochs; never for ``n == 0``."""
-    return n > 0 and (epoch + 1) % n == 0

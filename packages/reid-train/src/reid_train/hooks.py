@@ -45,12 +45,12 @@ __all__ = [
     "EvaluationHook",
     "HistoryHook",
     "Hook",
-    "Trainer",
+    "TrainerView",
     "default_hooks",
 ]
 
 
-class Trainer(Protocol):
+class TrainerView(Protocol):
     """What a hook sees of the run (:class:`reid_train.engine.Trainer` provides it)."""
 
     cfg: Any  # the run's TrainConfig
@@ -73,13 +73,13 @@ class Trainer(Protocol):
 class Hook:
     """Something a run does before, between and after its epochs. Override what you need."""
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainerView) -> None:
         """Once, before the first (or the resumed) epoch."""
 
-    def after_epoch(self, trainer: Trainer, record: EpochRecord) -> None:
+    def after_epoch(self, trainer: TrainerView, record: EpochRecord) -> None:
         """After each epoch, every process (a hook that writes checks the main process)."""
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainerView) -> None:
         """Once, after the last epoch."""
 
 
@@ -91,11 +91,11 @@ def due(epoch: int, every: int, last: bool) -> bool:
 class EvaluationHook(Hook):
     """Query/gallery evaluation (every process extracts its shard, the main one computes)."""
 
-    def before_train(self, trainer: Trainer) -> None:
+    def before_train(self, trainer: TrainerView) -> None:
         if trainer.cfg.runtime.eval_before_training and trainer.start_epoch == 0:
             trainer.evaluations.append(self.evaluate(trainer, -1))
 
-    def after_epoch(self, trainer: Trainer, record: EpochRecord) -> None:
+    def after_epoch(self, trainer: TrainerView, record: EpochRecord) -> None:
         last = record.epoch == trainer.cfg.optim.epochs - 1
         if due(record.epoch, trainer.cfg.runtime.eval_every, last):
             start = time.perf_counter()
@@ -103,7 +103,7 @@ class EvaluationHook(Hook):
             record.times["eval"] = time.perf_counter() - start
 
     def evaluate(
-        self, trainer: Trainer, epoch: int, trained: EpochRecord | None = None
+        self, trainer: TrainerView, epoch: int, trained: EpochRecord | None = None
     ) -> dict[str, Any]:
         """mAP/CMC/mINP of the current model as the ``metrics.jsonl`` line of ``epoch``; with
         ``trained``, the pseudo labels that epoch trained on are part of the line."""
@@ -157,13 +157,13 @@ class EvaluationHook(Hook):
 class HistoryHook(Hook):
     """``history.jsonl``, the console and TensorBoard; the plots at the end."""
 
-    def after_epoch(self, trainer: Trainer, record: EpochRecord) -> None:
+    def after_epoch(self, trainer: TrainerView, record: EpochRecord) -> None:
         if trainer.acc.is_main_process:
             append_line(trainer.out / HISTORY_FILE, record.history_line())
             trainer.report.epoch(record)
         fault_point("logged", record.epoch)
 
-    def after_train(self, trainer: Trainer) -> None:
+    def after_train(self, trainer: TrainerView) -> None:
         trainer.report.finish(trainer.out, plots=trainer.cfg.runtime.plots)
         if trainer.trained_epochs == 0 and trainer.cfg.optim.epochs > trainer.start_epoch:
             trainer._warn(
@@ -177,7 +177,7 @@ class HistoryHook(Hook):
 class CheckpointHook(Hook):
     """``last/`` (the model) and ``state/`` (everything for ``--resume``), atomically."""
 
-    def after_epoch(self, trainer: Trainer, record: EpochRecord) -> None:
+    def after_epoch(self, trainer: TrainerView, record: EpochRecord) -> None:
         last = record.epoch == trainer.cfg.optim.epochs - 1
         if due(record.epoch, trainer.cfg.runtime.save_every, last):
             t = trainer
