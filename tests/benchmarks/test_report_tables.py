@@ -1,33 +1,15 @@
-"""The evidence scripts' arithmetic: the paired 95 % interval, the proxy's property checks, the
-ablation and diagnostics tables, and the label-noise benchmark's shared-noise check. Pure
-functions on hand-made records; nothing is trained."""
+"""The evidence modules' arithmetic (benchmarks.proxy): the paired 95 % interval, the proxy's
+property checks, the ablation and diagnostics tables, the label-noise benchmark's shared-noise
+check and the comparison of two records. Pure functions on hand-made records; nothing is
+trained."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ablation = _load("synthetic_ablation")
-label_noise = _load("label_noise")
+from benchmarks.proxy import ablation, compare_runs, label_noise, stats
 
 
 def _run(
@@ -53,19 +35,19 @@ def _run(
 
 def test_paired_ci_known_answer() -> None:
     # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt(3)
-    mean, lo, hi = ablation.paired_ci([1.0, 3.0, 6.0], [0.0, 1.0, 3.0])
+    mean, lo, hi = stats.paired_ci([1.0, 3.0, 6.0], [0.0, 1.0, 3.0])
     half = 4.302652729911275 / math.sqrt(3)
     assert mean == pytest.approx(2.0)
     assert (lo, hi) == pytest.approx((2.0 - half, 2.0 + half), rel=1e-9)
-    one = ablation.paired_ci([5.0], [2.0])
+    one = stats.paired_ci([5.0], [2.0])
     assert one[0] == 3.0 and math.isnan(one[1]) and math.isnan(one[2])
     with pytest.raises(ValueError):  # pairs by position: unequal lengths are a bug
-        ablation.paired_ci([1.0, 2.0], [1.0])
+        stats.paired_ci([1.0, 2.0], [1.0])
 
 
 def test_mean_std() -> None:
-    assert ablation.mean_std([1.0, 2.0, 3.0]) == "2.0 ± 1.0"
-    assert ablation.mean_std([0.5], 2) == "0.50"  # one value has no spread
+    assert stats.mean_std([1.0, 2.0, 3.0]) == "2.0 ± 1.0"
+    assert stats.mean_std([0.5], 2) == "0.50"  # one value has no spread
 
 
 def _results(**changes: object) -> dict[str, list[dict]]:
@@ -235,9 +217,6 @@ def test_label_noise_gap_closed_pairs_all_four_runs_by_seed() -> None:
     got = label_noise._gap_change(row_lo, ref_lo, row_hi, ref_hi)
     assert got == f"+6.5 ({6.5 - half:+.1f}, {6.5 + half:+.1f})"
     assert label_noise._gap_change(row_lo, ref_lo, [], ref_hi) == "–"
-
-
-compare_runs = _load("compare_runs")
 
 
 def _probe_run(row: str, seed: int, m_ap: float, agreement: list[float]) -> dict:

@@ -1,5 +1,5 @@
 """A small stand-in for a checkout of yoonkicho/PPLR, for the tests of
-``benchmarks/official_pplr.py`` and ``benchmarks/official_shims.py``.
+``benchmarks.proxy.official_pplr`` and ``benchmarks.proxy.official_shims``.
 
 The repository never contains the official code; these few files, written from scratch for the
 tests, only have the entry points the shims touch (the modules, names and call signatures), so

@@ -1,13 +1,13 @@
-"""benchmarks/knn_speed.py and benchmarks/epoch_overhead.py, run at toy sizes.
+"""benchmarks.speed.knn and benchmarks.speed.epoch_overhead, run at toy sizes.
 
-Each script runs in a subprocess as it would from the command line (``--no-write``, figures to
-``--json``); the tests check the report's shape and that the timings are positive, never a
-speed ratio (toy sizes on a shared machine say nothing about the targets).
+Each module runs in a subprocess as it would from the command line (``python -m
+benchmarks.speed.<module> ... --no-write``, figures to ``--json``); the tests check the report's
+shape and that the timings are positive, never a speed ratio (toy sizes on a shared machine say
+nothing about the targets).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,28 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ROOT / "benchmarks"
+from benchmarks.common import ROOT
+from benchmarks.speed import clustering_scale, epoch_overhead, knn
 
 pytestmark = pytest.mark.slow
 
 
-def _run(script: str, *args: str, out: Path) -> dict:
+def _run(module: str, *args: str, out: Path) -> dict:
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args, "--no-write", "--json", str(out)],
+        [sys.executable, "-m", f"benchmarks.speed.{module}", *args, "--no-write",
+         "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
-
-
-def _load(name: str):  # noqa: ANN202 - a benchmark script as a module
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _positive(times: list[float]) -> bool:
@@ -46,7 +38,7 @@ def _positive(times: list[float]) -> bool:
 
 def test_knn_speed_quiet_and_contended(tmp_path: Path) -> None:
     report = _run(
-        "knn_speed.py", "--sizes", "300:32", "--repeats", "2", "--busy-seconds", "0.3",
+        "knn", "--sizes", "300:32", "--repeats", "2", "--busy-seconds", "0.3",
         out=tmp_path / "knn.json",
     )  # fmt: skip
     assert report["torch_threads"] >= 1 and report["busy_quiet_rate"] > 0
@@ -63,7 +55,7 @@ def test_knn_speed_quiet_and_contended(tmp_path: Path) -> None:
 
 def test_knn_speed_jaccard_vs_dense(tmp_path: Path) -> None:
     report = _run(
-        "knn_speed.py", "--jaccard-vs-dense", "--jaccard-size", "300:32", "--repeats", "1",
+        "knn", "--jaccard-vs-dense", "--jaccard-size", "300:32", "--repeats", "1",
         out=tmp_path / "jaccard.json",
     )  # fmt: skip
     r = report["jaccard"]
@@ -75,14 +67,13 @@ def test_knn_speed_jaccard_vs_dense(tmp_path: Path) -> None:
 def test_dense_numpy_jaccard_is_the_reference_definition() -> None:
     from reid_clustering._reference import plain_jaccard_distance
 
-    knn_speed = _load("knn_speed")
-    x, _ = _load("clustering_scale").make_features(200, 32, seed=3)
-    dense = knn_speed.dense_numpy_jaccard(x, k1=20, k2=6)
+    x, _ = clustering_scale.make_features(200, 32, seed=3)
+    dense = knn.dense_numpy_jaccard(x, k1=20, k2=6)
     np.testing.assert_allclose(dense, plain_jaccard_distance(x, 20, 6), rtol=0, atol=1e-5)
 
 
 def test_epoch_overhead_quick(tmp_path: Path) -> None:
-    report = _run("epoch_overhead.py", "--quick", "--in-process", out=tmp_path / "epoch.json")
+    report = _run("epoch_overhead", "--quick", "--in-process", out=tmp_path / "epoch.json")
     assert report["mode"] == "epoch" and report["device"] in ("cpu", "cuda")
     assert report["config"]["dim"] == 64 and report["config"]["parts"] == 3
     [entry] = report["sizes"]
@@ -101,7 +92,7 @@ def test_epoch_overhead_quick(tmp_path: Path) -> None:
 def test_epoch_overhead_agreement_only(tmp_path: Path) -> None:
     # (in a subprocess per stage, as the real runs do)
     report = _run(
-        "epoch_overhead.py", "--agreement-only", "--quick", "--sizes", "400",
+        "epoch_overhead", "--agreement-only", "--quick", "--sizes", "400",
         out=tmp_path / "agreement.json",
     )  # fmt: skip
     assert report["mode"] == "agreement-only"
@@ -114,7 +105,6 @@ def test_epoch_overhead_agreement_only(tmp_path: Path) -> None:
 def test_epoch_overhead_extraction_stage(capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    epoch_overhead = _load("epoch_overhead")
     with torch.random.fork_rng():  # the stage seeds torch
         epoch_overhead.main(
             [

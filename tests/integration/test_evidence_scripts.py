@@ -1,8 +1,9 @@
-"""benchmarks/synthetic_ablation.py and benchmarks/label_noise.py end to end, at toy sizes.
+"""benchmarks.proxy.ablation and benchmarks.proxy.label_noise end to end, at toy sizes.
 
-The real sweeps take hours; here each script runs as from the command line on tiny generated
-datasets (``--extra``: 16 training identities, one epoch of two iterations), so that what the
-arithmetic tests cannot see is checked: the run folders, the reuse of finished runs, the guard
+The real sweeps take hours; here each module runs as from the command line (``python -m``) on
+tiny generated datasets (``--extra``: 16 training identities, one epoch of two iterations), so
+that what the arithmetic tests cannot see is checked: the run folders (and the commit each
+notes), the reuse of finished runs, the guard
 against a finished run of another schedule, the ``--json`` records the issue fixed, the noise
 bookkeeping and the plot. The figures themselves mean nothing at this size and are not checked.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ROOT / "benchmarks"
+from benchmarks.common import ROOT, commit
+from benchmarks.proxy.runs import trained_by
+
 TINY = [
     "optim.epochs=1",
     "optim.iters=2",
@@ -34,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 def _script(name: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), *args, "--no-write"],
+        [sys.executable, "-m", f"benchmarks.proxy.{name}", *args, "--no-write"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if ok:
@@ -48,7 +50,7 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]
     work = tmp_path_factory.mktemp("ablation")
     report = work / "ablation.json"
     done = _script(
-        "synthetic_ablation.py", "--workdir", str(work), "--seeds", "1",
+        "ablation", "--workdir", str(work), "--seeds", "1",
         "--rows", "supervised", "baseline", "--json", str(report), "--extra", *TINY,
     )  # fmt: skip
     return work, json.loads(report.read_text()), done.stdout
@@ -64,6 +66,10 @@ def test_ablation_json_has_the_issue_fields(ablation: tuple[Path, dict, str]) ->
         assert EPOCH_KEYS <= set(epoch) and epoch["epoch"] == 0
         assert (work / "t0_s100" / run["row"] / "seed1" / "last").is_dir()
         assert not (work / "t0_s100" / run["row"] / "seed1" / "state").exists()  # dropped
+        # the folder notes the commit of the code that trained it (when git knows it)
+        noted = trained_by(work / "t0_s100" / run["row"] / "seed1")
+        assert (noted is None) == (commit() is None)
+        assert noted is None or noted.split(" + ")[0] == commit()
     # the supervised row trains on the true identities: perfect pseudo labels
     [epoch] = runs["supervised"]["epochs"]
     assert epoch["pairwise_f1"] == 1.0 and epoch["clusters"] == epoch["true_identities"] == 16
@@ -77,7 +83,7 @@ def test_ablation_reuses_finished_runs_and_refuses_another_schedule(
     work, report, _ = ablation
     again = tmp_path / "again.json"
     done = _script(
-        "synthetic_ablation.py", "--workdir", str(work), "--seeds", "1",
+        "ablation", "--workdir", str(work), "--seeds", "1",
         "--rows", "supervised", "baseline", "--json", str(again), "--extra", *TINY,
     )  # fmt: skip
     assert "supervised source model" not in done.stdout
@@ -85,7 +91,7 @@ def test_ablation_reuses_finished_runs_and_refuses_another_schedule(
     assert json.loads(again.read_text()) == report  # nothing was trained again
     other = [x if x != "optim.iters=2" else "optim.iters=3" for x in TINY]
     refused = _script(
-        "synthetic_ablation.py", "--workdir", str(work), "--seeds", "1", "--rows", "baseline",
+        "ablation", "--workdir", str(work), "--seeds", "1", "--rows", "baseline",
         "--extra", *other, ok=False,
     )  # fmt: skip
     assert refused.returncode != 0
@@ -96,7 +102,7 @@ def test_label_noise_end_to_end(ablation: tuple[Path, dict, str], tmp_path: Path
     work, _, _ = ablation
     report, png = tmp_path / "noise.json", tmp_path / "noise.png"
     done = _script(
-        "label_noise.py", "--workdir", str(tmp_path / "runs"), "--seeds", "1",
+        "label_noise", "--workdir", str(tmp_path / "runs"), "--seeds", "1",
         "--noise", "0", "0.4", "--rows", "CE (part model)", "PPLR",
         "--source-model", str(work / "t0_s100" / "source_model"),
         "--json", str(report), "--plot", str(png), "--extra", *TINY,

@@ -1,30 +1,22 @@
-"""benchmarks/gpu_check.py, the prepared GPU check, rehearsed on the CPU at tiny sizes."""
+"""benchmarks.gpu_check, the prepared GPU check, rehearsed on the CPU at tiny sizes."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import argparse
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.common import write_section
+from benchmarks.gpu_check import __main__ as cli
+from benchmarks.gpu_check.context import Sizes
+from benchmarks.gpu_check.report import render_report
+from benchmarks.gpu_check.runner import run_check
+from benchmarks.gpu_check.scan import cuda_only_tests
+from benchmarks.gpu_check.steps import STEPS
 
-
-def _load():  # noqa: ANN202 - the benchmark script as a module
-    name = "gpu_check"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "gpu_check.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses need the module registered
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-gpu_check = _load()
-
-TINY = gpu_check.Sizes(
+TINY = Sizes(
     cluster_sizes=(300,),
     cluster_dim=64,
     eval_query=100,
@@ -44,7 +36,7 @@ CHEAP = ["pseudo-labels", "evaluation", "train-throughput"]
 
 
 def test_finds_the_cuda_only_tests() -> None:
-    found = gpu_check.cuda_only_tests()
+    found = cuda_only_tests()
     known = {
         "tests/clustering/test_jaccard.py::test_cuda_input_stays_on_the_gpu",
         "tests/clustering/test_knn.py::test_torch_backend_stays_on_the_gpu",
@@ -60,7 +52,7 @@ def test_finds_the_cuda_only_tests() -> None:
 def test_cheap_steps_pass_on_the_cpu(tmp_path: Path) -> None:
     # The budget counts from now, not from the module's import (the CLI's start): a long test
     # session before this test must not use it up.
-    results = gpu_check.run_check(
+    results = run_check(
         CHEAP, device="cpu", sizes=TINY, budget=120, in_process=True, workdir=tmp_path,
         start=time.time(),
     )  # fmt: skip
@@ -72,13 +64,11 @@ def test_cheap_steps_pass_on_the_cpu(tmp_path: Path) -> None:
     assert results[1].figures["valid queries"] > 0
     assert results[2].figures["fp32 images/s"] > 0
 
-    body = gpu_check.render_report(
+    body = render_report(
         results, device="cpu", machine_line="test machine", env={"torch": "x"}, total_s=1.0,
         budget=120, commit="abc", when="today",
     )  # fmt: skip
     assert "| pseudo-labels | PASS |" in body and "rehearsal" in body
-    from _report import write_section  # benchmarks/ is on sys.path once gpu_check is loaded
-
     doc = tmp_path / "benchmarks.md"
     write_section("gpu-check-cpu", body, path=doc)
     assert "<!-- BEGIN gpu-check-cpu -->" in doc.read_text()
@@ -91,8 +81,8 @@ def test_a_failing_step_does_not_stop_the_others(
         res.figures["before the error"] = 1
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(gpu_check.STEPS, "pseudo-labels", broken)
-    results = gpu_check.run_check(
+    monkeypatch.setitem(STEPS, "pseudo-labels", broken)
+    results = run_check(
         ["pseudo-labels", "evaluation"], device="cpu", sizes=TINY, budget=120,
         in_process=True, workdir=tmp_path, start=time.time(),
     )  # fmt: skip
@@ -102,15 +92,27 @@ def test_a_failing_step_does_not_stop_the_others(
 
 
 def test_budget_spent_skips_the_remaining_steps(tmp_path: Path) -> None:
-    results = gpu_check.run_check(
+    results = run_check(
         CHEAP, device="cpu", sizes=TINY, budget=0, in_process=True, workdir=tmp_path, start=0.0
     )
     assert [r.status for r in results] == ["SKIP"] * len(CHEAP)
 
 
 def test_step_names_accept_numbers_and_commas() -> None:
-    assert gpu_check._step_names(["1,3", "accelerate-run"]) == [
+    assert cli._step_names(["1,3", "accelerate-run"]) == [
         "cuda-tests", "evaluation", "accelerate-run",
     ]  # fmt: skip
     with pytest.raises(SystemExit, match="unknown step"):
-        gpu_check._step_names(["9"])
+        cli._step_names(["9"])
+
+
+def test_a_step_in_its_own_process(tmp_path: Path) -> None:
+    # The command's own path: `python -m benchmarks.gpu_check --child ...`, the working tree's
+    # packages on PYTHONPATH; its result comes back through the result file.
+    results = run_check(
+        ["pseudo-labels"], device="cpu", sizes=TINY, budget=120, workdir=tmp_path,
+        args=argparse.Namespace(cluster_sizes=[300]), start=time.time(),
+    )  # fmt: skip
+    [r] = results
+    assert r.status == "PASS", (r.summary, r.notes)
+    assert r.figures["N=300 labels identical"] and r.seconds > 0

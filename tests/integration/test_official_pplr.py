@@ -1,31 +1,32 @@
-"""benchmarks/official_pplr.py and its child benchmarks/official_shims.py.
+"""benchmarks.proxy.official_pplr and its child process benchmarks.proxy.official_shims.
 
 The real official checkout (yoonkicho/PPLR) is not part of the repository: the end-to-end test
-runs the script as from the command line on a stand-in checkout written by
+runs the module as from the command line (``python -m``) on a stand-in checkout written by
 ``official_standin.write_standin`` (same entry points, toy method) at toy sizes, and checks what
 the script and the shims do: the run folders, the ``--json`` records in the ablation's schema,
-the dropped checkpoints, the shims as the stand-in saw them, the reuse of finished runs and the
+the commit of the code that trained each run, the dropped checkpoints, the shims as the
+stand-in saw them, the reuse of finished runs, the merge into an existing record file and the
 table. The figures mean nothing at this size and are not checked. The fast tests check the
 script's arithmetic and mappings on known answers.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from benchmarks.common import ROOT, commit
+from benchmarks.proxy import official_pplr as official
+from benchmarks.proxy import official_shims as shims
+from benchmarks.proxy.runs import trained_by
 from tests.integration.official_standin import write_standin
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ROOT / "benchmarks"
 ROW = "PPLR: AALS + PGLR"
 TINY = [
     "optim.epochs=2",
@@ -38,28 +39,13 @@ TINY = [
 EPOCH_KEYS = {"epoch", "clusters", "true_identities", "pairwise_f1", "agreement", "losses"}
 
 
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-official = _load("official_pplr")
-shims = _load("official_shims")
-
-
 # --- end to end, on the stand-in checkout ---------------------------------------------------
 
 
 def _side_by_side(repo: Path, work: Path, report: Path) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [
-            sys.executable, str(BENCHMARKS / "official_pplr.py"), "--official-repo", str(repo),
+            sys.executable, "-m", "benchmarks.proxy.official_pplr", "--official-repo", str(repo),
             "--workdir", str(work), "--seeds", "1", "--no-write", "--json", str(report),
             "--rows", ROW, "--extra", *TINY,
         ],
@@ -96,6 +82,13 @@ def test_side_by_side_records_both_trainers(side_by_side: tuple[Path, Path, dict
     # the official run: its own folder, the ablation's for ours; the checkpoints are dropped
     pair = work / "t0_s100"
     out = pair / "official" / "pplr__aals___pglr" / "seed1"
+    # each record names the commit of the code that trained it, noted in its folder
+    ours_out = pair / "pplr__aals___pglr" / "seed1"
+    assert runs["official"]["commit"] == trained_by(out)
+    assert runs["ours"]["commit"] == trained_by(ours_out)
+    for noted in (trained_by(out), trained_by(ours_out)):
+        assert (noted is None) == (commit() is None)
+        assert noted is None or noted.split(" + ")[0] == commit()
     assert {"log.txt", "stdout.log", "scores.npy", "labels.npy", "wall_s.txt"} <= {
         p.name for p in out.iterdir()
     }
@@ -137,6 +130,14 @@ def test_side_by_side_reuses_finished_runs(
     done = _side_by_side(repo, work, again)
     assert json.loads(again.read_text()) == report  # nothing was trained again
     assert [p.stat().st_mtime_ns for p in logs] == before
+    # --json merges into an existing record file: this invocation's runs replace the records of
+    # the same (trainer, row, seed) in place, the others stay
+    first, second = report["runs"]
+    stale = {**first, "mAP": -1.0}
+    other = {"row": ROW, "seed": 9, "trainer": "official", "mAP": 1.0, "compute_s": 1.0}
+    again.write_text(json.dumps({"runs": [stale, other]}))
+    _side_by_side(repo, work, again)
+    assert json.loads(again.read_text())["runs"] == [first, other, second]
     assert "supervised source model" not in done.stdout
     assert any(x.startswith(f"| {ROW} | 1 |") for x in done.stdout.splitlines())
 

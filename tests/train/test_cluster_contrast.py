@@ -86,17 +86,19 @@ def _tiny(root: Path, *overrides: str):  # noqa: ANN202
 
 
 def test_options_are_typed_completed_and_checked(synthetic_root: Path) -> None:
-    cfg = _tiny(synthetic_root, "method.options.momentum=0.2")
+    cfg = _tiny(synthetic_root, "method.momentum=0.2")
     assert cfg.method.options == {"temperature": 0.05, "momentum": 0.2, "update": "all"}
+    assert (cfg.method.momentum, cfg.method.update) == (0.2, "all")
     assert cfg.model.arch == "baseline"
-    with pytest.raises(ConfigError, match=r"method.options: temperature must be > 0"):
-        _tiny(synthetic_root, "method.options.temperature=0")
-    with pytest.raises(ConfigError, match=r"method.options.momentun .*did you mean 'momentum'"):
-        _tiny(synthetic_root, "method.options.momentun=0.2")
-    with pytest.raises(ConfigError, match=r"method.options.update must be 'all' \| 'hard'"):
-        _tiny(synthetic_root, "method.options.update=soft")
-    with pytest.raises(ConfigError, match="method 'pplr' has no options of its own"):
-        load_config(TINY, [f"data.data_root={synthetic_root}", "method.options.momentum=0.2"])
+    with pytest.raises(ConfigError, match=r"method.temperature must be > 0"):
+        _tiny(synthetic_root, "method.temperature=0")
+    with pytest.raises(ConfigError, match=r"key 'method.momentun'.*'method.momentum'"):
+        _tiny(synthetic_root, "method.momentun=0.2")
+    with pytest.raises(ConfigError, match=r"method.update must be 'all' \| 'hard'"):
+        _tiny(synthetic_root, "method.update=soft")
+    with pytest.raises(ConfigError, match=r"method.momentum \(a key of cluster_contrast\) is not "
+                       "a key of method 'pplr'"):  # fmt: skip
+        load_config(TINY, [f"data.data_root={synthetic_root}", "method.momentum=0.2"])
 
 
 @pytest.mark.parametrize("update", ["all", "hard"])
@@ -104,7 +106,7 @@ def test_an_epoch_trains_against_the_memory(
     update: str, synthetic_root: Path, tmp_path: Path
 ) -> None:
     cfg = _tiny(synthetic_root, "optim.epochs=1", "runtime.plots=false",
-                f"method.options.update={update}")  # fmt: skip
+                f"method.update={update}")  # fmt: skip
     trainer = Trainer(cfg, tmp_path)
     try:
         assert trainer.net.classifier is None  # no classifier: the memory classifies
@@ -145,7 +147,7 @@ def test_two_cpu_ranks_hold_the_same_memory(synthetic_root: Path, tmp_path: Path
         launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(TINY), str(out),
         f"data.data_root={synthetic_root}", "method.name=cluster_contrast", "optim.epochs=1",
-        "runtime.plots=false", "method.options.update=hard",
+        "runtime.plots=false", "method.update=hard",
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -162,7 +164,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(synthetic_root: Path, tmp_pat
     from reid_backbones import load_safetensors
 
     whole, split = tmp_path / "whole", tmp_path / "split"
-    common = ("runtime.plots=false", "method.options.update=hard")
+    common = ("runtime.plots=false", "method.update=hard")
     Trainer(_tiny(synthetic_root, "optim.epochs=2", *common), whole).fit()
     Trainer(_tiny(synthetic_root, "optim.epochs=1", *common), split).fit()
     Trainer(_tiny(synthetic_root, "optim.epochs=2", *common), split, resume=True).fit()

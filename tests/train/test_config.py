@@ -10,6 +10,7 @@ import yaml
 from reid_train.config import (
     METHOD_ARCH,
     ConfigError,
+    ConfigWarning,
     TrainConfig,
     apply_overrides,
     config_from_dict,
@@ -360,3 +361,66 @@ def test_split_batch_keeps_the_global_batch_and_its_bn_groups() -> None:
         split_batch(cfg(batch_size=64, global_batch_size=64), 16)  # 4 images: P = 1
     with pytest.raises(ConfigError, match="multiple of data.num_instances"):
         cfg(batch_size=64, global_batch_size=66)
+
+
+def test_a_recipes_own_keys_are_flat_typed_by_its_options_and_saved_flat(tmp_path: Path) -> None:
+    from reid_refine import DCLSOptions
+    from reid_train.methods.pplr import PPLRCamOptions, PPLROptions
+
+    pplr = load_config(TINY, ["method.beta=0.25", "method.use_aals=false"])
+    tiny = {"agreement_k": 10, "aals_epoch": 1}  # synthetic_tiny.yaml's
+    assert pplr.method.options == {**vars(PPLROptions()), **tiny, "beta": 0.25, "use_aals": False}
+    assert (pplr.method.beta, pplr.method.use_aals, pplr.method.agreement_k) == (0.25, False, 10)
+    cam = load_config(TINY, ["method.name=pplr_cam", "method.lambda_cam=2"])
+    assert cam.method.options == {**vars(PPLRCamOptions()), **tiny, "lambda_cam": 2.0}
+    with pytest.warns(ConfigWarning, match="method.agreement_k, method.aals_epoch do not apply"):
+        dcls = load_config(TINY, ["method.name=dcls", "method.metric=cosine"])
+    assert dcls.method.options == {**vars(DCLSOptions()), "metric": "cosine"}
+    # saved flat (no 'options' key) and read back equal
+    saved = yaml.safe_load(save_config(dcls, tmp_path / "c.yaml").read_text())["method"]
+    assert "options" not in saved and saved["metric"] == "cosine" and saved["w_l"] == 0.7
+    assert load_config(tmp_path / "c.yaml") == dcls
+    # set as attributes before validation: the own keys go to options, defaults read through
+    cfg = TrainConfig()
+    assert cfg.method.beta == 0.5 and cfg.method.options == {}
+    cfg.method.beta = 0.75
+    assert cfg.validate().method.options["beta"] == 0.75
+    with pytest.raises(AttributeError, match="method 'pplr' has no key 'temperature'"):
+        _ = cfg.method.temperature
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method.beta=0"], "method.beta must be in (0, 1], got 0.0"),
+        (["method.agreement_k=0"], "method.agreement_k must be >= 1, got 0"),
+        (["method.name=pplr_cam", "method.cam_temperature=0"], "method.cam_temperature must be"),
+        (["method.name=dcls", "method.w_l=2"], "method.w_l"),
+        (["method.part_epsilon=.inf"], "method.part_epsilon must hold finite numbers"),
+        (["method.w_l=0.5"], "method.w_l (a key of dcls) is not a key of method 'pplr'"),
+        (["method.name=baseline", "method.beta=0.5"],
+         "method.beta is not a key of method 'baseline', which has no keys of its own"),
+    ],
+)  # fmt: skip
+def test_a_recipes_own_keys_are_checked_by_its_options(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(TINY, overrides)
+    assert message in str(info.value)
+
+
+def test_the_own_keys_of_a_file_belong_to_its_method(tmp_path: Path) -> None:
+    from reid_refine import DCLSOptions
+
+    path = _write(tmp_path, {"method": {"name": "dcls", "agreement_k": 10}})
+    with pytest.raises(ConfigError, match=r"method.agreement_k \(a key of pplr, pplr_cam\)"):
+        load_config(path)
+    # a recipe switched on the command line: the file's keys of the old one are left out (with
+    # a warning); a key of the old recipe given on the command line too is refused
+    path = _write(tmp_path, {"method": {"name": "pplr", "beta": 0.3}})
+    with pytest.warns(ConfigWarning, match=r"method.name=dcls replaces 'pplr'.*method.beta"):
+        assert load_config(path, ["method.name=dcls"]).method.options == vars(DCLSOptions())
+    with pytest.raises(ConfigError, match="method.beta .* is not a key of method 'dcls'"):
+        load_config(path, ["method.name=dcls", "method.beta=0.3"])
+    path = _write(tmp_path, {"method": {"name": "dcls", "options": {"w_l": 0.1}}})
+    with pytest.raises(ConfigError, match="unknown config key 'method.options'"):
+        load_config(path)

@@ -59,12 +59,16 @@ EXTRA = {
     "pplr_cam_msmt17": {"method.lambda_cam": 1.0},
     "synthetic_pplr_cam": {"method.lambda_cam": 0.5},
     "cluster_contrast_market1501": {
-        "method.options": {"temperature": 0.05, "momentum": 0.1, "update": "all"},
+        "method.temperature": 0.05,
+        "method.momentum": 0.1,
+        "method.update": "all",
         "method.triplet_weight": 0.0,
         "data.interpolation": "bicubic",
     },
     "synthetic_cluster_contrast": {
-        "method.options": {"temperature": 0.05, "momentum": 0.1, "update": "all"},
+        "method.temperature": 0.05,
+        "method.momentum": 0.1,
+        "method.update": "all",
         "method.triplet_weight": 0.0,
     },
     "synthetic_source": {

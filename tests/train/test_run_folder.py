@@ -310,7 +310,7 @@ def test_resume_with_changed_settings_says_so(
     [
         ("method.name=dcls data.height=7", "too short for num_regions=3"),
         ("optim.lr=inf", "optim.lr must be a finite number"),
-        ("method.lambda_cam=nan", "method.lambda_cam must hold finite numbers"),
+        ("method.beta=nan", "method.beta must hold finite numbers"),
     ],
 )
 def test_bad_settings_exit_2_and_create_no_run_folder(

@@ -21,9 +21,10 @@ writes the resolved configuration; loading it again gives an equal object.
 The package, one module per concern, each importing only those above it:
 
     coercion    a YAML or command-line value checked and coerced against a field's type
-    schema      the six section dataclasses, ConfigError, METHODS / ARCHITECTURES / METHOD_ARCH
+    schema      the six section dataclasses, ConfigError, ConfigWarning, METHODS /
+                ARCHITECTURES / METHOD_ARCH
     validation  TrainConfig and the rules of TrainConfig.validate() (ranges, cross-field rules,
-                a method's options); split_batch
+                a recipe's own keys); split_batch
     files       dicts <-> TrainConfig, overrides, YAML files with ``base:``, load and save
     lookup      find_config: a config given by name (``--config NAME``)
 """
@@ -46,6 +47,7 @@ from .schema import (
     METHODS,
     ClusterConfig,
     ConfigError,
+    ConfigWarning,
     DataConfig,
     MethodConfig,
     ModelConfig,
@@ -60,6 +62,7 @@ __all__ = [
     "METHOD_ARCH",
     "ClusterConfig",
     "ConfigError",
+    "ConfigWarning",
     "DataConfig",
     "MethodConfig",
     "ModelConfig",

@@ -11,14 +11,16 @@ import difflib
 import os
 import tempfile
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import registry as _methods
 from .coercion import Mismatch, accepts_str, coerce, describe, field_types, show
-from .schema import _SECTIONS, ConfigError
+from .schema import _SECTIONS, ConfigError, ConfigWarning
 from .validation import TrainConfig
 
 __all__ = [
@@ -38,11 +40,23 @@ __all__ = [
 
 
 def config_keys() -> list[str]:
-    """Every valid dotted key, e.g. ``optim.lr`` (free-form mappings appear once)."""
+    """Every valid dotted key, e.g. ``optim.lr`` (free-form mappings appear once; ``method.*``
+    lists the shared keys and every registered recipe's own keys)."""
     keys = []
-    for section, cls in _SECTIONS.items():
-        keys.extend(f"{section}.{f.name}" for f in dataclasses.fields(cls))
+    for section in _SECTIONS:
+        keys.extend(f"{section}.{name}" for name in _section_types(section))
     return keys
+
+
+def _section_types(section: str) -> dict[str, Any]:
+    """The keys a section accepts with their annotations: the dataclass's fields; for
+    ``method`` its shared fields and the own keys of every registered recipe (which recipe
+    holds which is checked when the config is validated)."""
+    types_ = field_types(_SECTIONS[section])
+    if section != "method":
+        return types_
+    shared = {k: v for k, v in types_.items() if k != "options"}
+    return {**shared, **{k: v for k, v in _methods.option_types().items() if k not in shared}}
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:
@@ -61,7 +75,7 @@ def _unknown_key(key: str, source: str) -> ConfigError:
     else:
         section = key.split(".", 1)[0]
         if section in _SECTIONS:
-            valid = [f.name for f in dataclasses.fields(_SECTIONS[section])]
+            valid = list(_section_types(section))
             hint = f"; valid keys of '{section}': {', '.join(valid)}"
         else:
             hint = f"; valid sections: {', '.join(_SECTIONS)}"
@@ -88,7 +102,7 @@ def _check_keys(data: Any, source: str) -> dict[str, Any]:
                 f"section '{name}' in {source} must be a mapping of keys, "
                 f"got {type(values).__name__}"
             )
-        types_ = field_types(_SECTIONS[name])
+        types_ = _section_types(name)
         for key in values:
             if key not in types_:
                 raise _unknown_key(f"{name}.{key}", source)
@@ -106,8 +120,12 @@ def config_from_dict(data: Mapping[str, Any] | None, source: str = "<dict>") -> 
     for name, values in _check_keys(data, source).items():
         cls = _SECTIONS[name]
         types_ = field_types(cls)
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for key, value in values.items():
+            if name == "method" and (key not in types_ or key == "options"):
+                # a recipe's own key: typed by its recipe when the config is validated
+                kwargs.setdefault("options", {})[key] = value
+                continue
             try:
                 kwargs[key] = coerce(value, types_[key])
             except Mismatch:
@@ -124,6 +142,8 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     for name in _SECTIONS:
         section = getattr(config, name)
         out[name] = {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
+    # the recipe's own keys sit flat in the method section, after the shared ones
+    out["method"].update(_plain(out["method"].pop("options")))
     return out
 
 
@@ -170,7 +190,7 @@ def apply_overrides(
         section = parts[0]
         if section not in _SECTIONS or len(parts) < 2:
             raise _unknown_key(key, source)
-        types_ = field_types(_SECTIONS[section])
+        types_ = _section_types(section)
         name = parts[1]
         if name not in types_:
             raise _unknown_key(key, source)
@@ -244,9 +264,39 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
     source = f"'{path}'"
     overrides = list(overrides)
     if overrides:
+        before = dict(data.get("method") or {})
         apply_overrides(data, overrides)
+        _switch_recipe(data, before, overrides, path)
         source += " with overrides"
     return config_from_dict(data, source)
+
+
+def _switch_recipe(
+    data: dict[str, Any], before: dict[str, Any], overrides: list[str], path: Path
+) -> None:
+    """An override of ``method.name`` replaces the file's recipe with its keys: the file's own
+    keys of the old recipe that the new one does not have are left out, with a warning naming
+    them (``--config pplr_x.yaml method.name=dcls`` trains DCLS with its defaults). Keys given
+    on the command line are never left out: one that does not fit the new recipe is refused
+    when the config is validated."""
+    method = data.get("method") or {}
+    old, new = before.get("name", "pplr"), method.get("name", "pplr")
+    if old == new or not isinstance(new, str) or new not in _methods.names():
+        return
+    given = {_parse_override(o)[0] for o in overrides}
+    shared = set(field_types(_SECTIONS["method"]))
+    own = _methods.option_types(new)
+    dropped = [k for k in before if k not in shared and k not in own and f"method.{k}" not in given]
+    for key in dropped:
+        del method[key]
+    if dropped:
+        warnings.warn(
+            f"method.name={new} replaces {old!r} of '{path}': its keys "
+            f"{', '.join(f'method.{k}' for k in dropped)} do not apply to {new!r} and are left "
+            "out",
+            ConfigWarning,
+            stacklevel=3,
+        )
 
 
 #: The top-level key naming the config a file extends.

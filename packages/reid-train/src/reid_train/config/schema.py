@@ -7,14 +7,11 @@ The whole run, :class:`~reid_train.config.TrainConfig` (these sections together)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from reid_backbones import IMAGENET_MEAN, IMAGENET_STD, MODEL_OPTIONS, MODELS
-from reid_refine.dcls import GlobalMode as DCLSGlobalMode
-from reid_refine.dcls import Guidance as DCLSGuidance
-from reid_refine.dcls import LocalMode as DCLSLocalMode
-from reid_refine.dcls import Metric as DCLSMetric
 
 from .. import registry as _methods
 
@@ -24,6 +21,7 @@ __all__ = [
     "METHOD_ARCH",
     "ClusterConfig",
     "ConfigError",
+    "ConfigWarning",
     "DataConfig",
     "MethodConfig",
     "ModelConfig",
@@ -42,6 +40,11 @@ METHOD_ARCH: dict[str, str] = {name: _methods.get(name).arch for name in METHODS
 
 class ConfigError(ValueError):
     """A configuration file, dictionary or override is invalid (the message says how to fix it)."""
+
+
+class ConfigWarning(UserWarning):
+    """A configuration was read with a change the user should know of (e.g. the keys of a
+    recipe replaced by a ``method.name`` override, which the message names)."""
 
 
 @dataclass
@@ -169,26 +172,29 @@ class ClusterConfig:
 
 @dataclass
 class MethodConfig:
-    """The loss recipe and every ablation switch of PPLR and DCLS.
+    """The training recipe: ``name``, the keys every recipe shares, and the recipe's own keys.
 
-    Losses per method (each composed by its module in ``reid_train/methods/``; the engine adds
-    the soft triplet):
+    The section is flat in YAML and on the command line (``method.use_aals=false``): besides
+    the shared fields below, every key is one of the recipe's own, a field of the ``Options``
+    dataclass registered with it (``reid_train.methods.get(name).Options``):
 
-    * ``baseline`` — label-smoothed CE (``global_epsilon``; 0 = plain CE, 0.1 = "+constant LS")
-      on the global logits + soft triplet.
-    * ``pplr`` — PGLR on the global logits (``use_pglr``; otherwise CE with ``global_epsilon``)
-      + part loss averaged over parts: AALS from epoch ``aals_epoch`` (``use_aals``), CE with
-      ``part_epsilon`` before it or without AALS + soft triplet.
-    * ``pplr_cam`` — ``pplr`` + ``lambda_cam`` × inter-camera proxy loss (global, plus the parts'
-      mean when ``cam_on_parts``).
-    * ``dcls`` — ``reid_refine.dcls_loss`` with ``w_l``, ``w_g``, ``metric``, ``local_smoothing``,
-      ``global_smoothing``, ``guidance``, ``epsilon`` + soft triplet on the global feature.
+    * ``pplr``: ``agreement_k``, ``beta``, ``aals_epoch``, ``part_epsilon``, ``use_aals``,
+      ``use_pglr``, ``pglr_uniform_weights`` (:class:`reid_train.methods.pplr.PPLROptions`);
+    * ``pplr_cam``: those of ``pplr`` and ``lambda_cam``, ``cam_temperature``,
+      ``num_hard_negatives``, ``cam_on_parts`` (``PPLRCamOptions``);
+    * ``dcls``: ``w_l``, ``w_g``, ``metric``, ``local_smoothing``, ``global_smoothing``,
+      ``guidance``, ``epsilon`` (``reid_refine.DCLSOptions`` itself);
+    * ``cluster_contrast``: ``temperature``, ``momentum``, ``update``;
+    * ``baseline``: none.
+
+    They are held in :attr:`options` (typed, range-checked and completed with the recipe's
+    defaults when the config is validated; a key of another recipe is refused there) and read
+    and set as attributes, ``config.method.beta``, like the shared ones.
     """
 
     #: The recipe: a name of ``reid_train.methods.names()`` (built in: baseline, pplr,
-    #: pplr_cam, dcls; one module each in ``reid_train/methods/``).
+    #: pplr_cam, dcls, cluster_contrast; one module each in ``reid_train/methods/``).
     name: str = "pplr"
-    # --- every method ---
     #: Soft-target weight of the positive in the soft triplet (0 = PPLR Eq. 3; see losses).
     triplet_margin: float = 0.0
     #: Weight of the triplet term (0 removes it).
@@ -200,43 +206,30 @@ class MethodConfig:
     #: Constant label smoothing ε of the global classifier where no refinement applies
     #: (baseline; pplr with use_pglr false). 0 = plain cross-entropy.
     global_epsilon: float = 0.0
-    # --- PPLR ---
-    #: k of the top-k ranked lists of the cross agreement (Eq. 6).
-    agreement_k: int = 20
-    #: β of PGLR (Eq. 9): weight of the one-hot label, in (0, 1].
-    beta: float = 0.5
-    #: First epoch (0-based) that trains the parts with AALS; before it, CE with part_epsilon.
-    aals_epoch: int = 5
-    #: Constant label smoothing ε of the part classifiers before aals_epoch / without AALS.
-    part_epsilon: float = 0.1
-    use_aals: bool = True
-    use_pglr: bool = True
-    #: PGLR ablation "w/o cross agreement": equal part weights 1/P in the ensemble.
-    pglr_uniform_weights: bool = False
-    # --- PPLR camera-aware proxies (pplr_cam) ---
-    lambda_cam: float = 0.5
-    cam_temperature: float = 0.07
-    num_hard_negatives: int = 50
-    #: Also apply the camera loss to each part feature (the official code does; averaged).
-    cam_on_parts: bool = True
-    # --- DCLS (names as in reid_refine.dcls_loss) ---
-    w_l: float = 0.7
-    w_g: float = 0.5
-    metric: DCLSMetric = "euclidean"
-    #: dcls (Eq. 6+7, LS''_l) | initial (Eq. 6, LS'_l) | constant (CLS_l) | none (one-hot).
-    local_smoothing: DCLSLocalMode = "dcls"
-    #: dcls (Eq. 8, LS_g) | constant (CLS_g) | none (one-hot).
-    global_smoothing: DCLSGlobalMode = "dcls"
-    #: cross (Eq. 7) | non_cross (Table 4 ablation).
-    guidance: DCLSGuidance = "cross"
-    #: ε of DCLS's constant smoothing modes.
-    epsilon: float = 0.1
-    # --- a method's own keys ---
-    #: The keys of the method's ``Options`` dataclass (reid_train.methods: e.g. Cluster
-    #: Contrast's ``temperature``), set in YAML as a mapping or on the command line as
-    #: ``method.options.temperature=0.05``; checked against it and completed with its
-    #: defaults when the config is validated (the run's config.yaml holds every key).
+    #: The recipe's own keys (written flat in the section, not under this name).
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, key: str) -> Any:
+        # Only called for names that are not fields: the recipe's own keys.
+        if key.startswith("__") or "options" not in self.__dict__:
+            raise AttributeError(key)
+        if key in self.options:
+            return self.options[key]
+        own = _methods.option_types(self.name) if self.name in _methods.names() else {}
+        if key in own:  # not validated yet: the recipe's default
+            return dataclasses.asdict(_methods.get(self.name).Options())[key]
+        raise AttributeError(
+            f"method {self.name!r} has no key {key!r} (its own keys: {', '.join(own) or 'none'})"
+        )
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in _METHOD_FIELDS:
+            object.__setattr__(self, key, value)
+        else:  # a recipe's own key (checked when the config is validated)
+            self.options[key] = value
+
+
+_METHOD_FIELDS = frozenset(f.name for f in dataclasses.fields(MethodConfig))
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Validation of a run's configuration: :class:`TrainConfig` (the six sections of
 :mod:`reid_train.config.schema` together) and the rules of its :meth:`~TrainConfig.validate`:
 the field types, the range of every numeric key (``_RANGES``), the rules that tie several keys
-together, a method's own ``method.options``; and :func:`split_batch`, the per-process batch.
+together, a recipe's own keys of the ``method`` section; and :func:`split_batch`, the
+per-process batch.
 
 ``TrainConfig`` is defined here, beside its rules, because they read a whole ``TrainConfig`` and
 it calls them: one module, so that the modules of ``reid_train.config`` import one another in
@@ -112,7 +113,8 @@ _AT_LEAST_1 = _Range(1)
 
 #: The range of every numeric key that has one, checked first; the rules that tie several keys
 #: together (batch composition, the method's architecture, ...) follow in :func:`_validate`.
-#: A method's own keys are checked by its recipe (DCLS: ``reid_refine.DCLSOptions``).
+#: A recipe's own keys are checked by its Options dataclass (PPLR: ``PPLROptions``; DCLS:
+#: ``reid_refine.DCLSOptions``).
 _RANGES: dict[str, _Range] = {
     "data.height": _AT_LEAST_1,
     "data.width": _AT_LEAST_1,
@@ -138,13 +140,6 @@ _RANGES: dict[str, _Range] = {
     "method.triplet_margin": _UNIT,
     "method.triplet_weight": _AT_LEAST_0,
     "method.global_epsilon": _UNIT,
-    "method.part_epsilon": _UNIT,
-    "method.beta": _Range(0, 1, low_open=True),
-    "method.agreement_k": _AT_LEAST_1,
-    "method.aals_epoch": _AT_LEAST_0,
-    "method.lambda_cam": _AT_LEAST_0,
-    "method.cam_temperature": _POSITIVE,
-    "method.num_hard_negatives": _AT_LEAST_1,
     "optim.lr": _POSITIVE,
     "optim.weight_decay": _AT_LEAST_0,
     "optim.momentum": _Range(0, 1, high_open=True),
@@ -282,7 +277,7 @@ def _validate(cfg: TrainConfig) -> list[str]:
             m.arch == recipe.arch,
             f"method.name {me.name!r} trains model.arch {recipe.arch!r}, got model.arch {m.arch!r}",
         )
-    # w_l, w_g, metric, the smoothing modes and epsilon: DCLS's recipe (reid_refine.DCLSOptions)
+    # the recipe's own keys: its Options dataclass (types, ranges), then its own rules
     if recipe is not None:
         own = _method_options(recipe, me)
         p.extend(own)
@@ -300,14 +295,16 @@ def _validate(cfg: TrainConfig) -> list[str]:
 
 
 def _method_options(recipe: Any, me: MethodConfig) -> list[str]:
-    """Check ``method.options`` against the recipe's ``Options`` dataclass and complete it with
-    the defaults (in place); the problems, each naming the key."""
+    """Check the recipe's own keys of the ``method`` section (``me.options``) against its
+    ``Options`` dataclass and complete them with its defaults (in place); the problems, each
+    naming the key and the fix."""
     cls = recipe.Options
     if cls is None:
         if me.options:
             return [
-                f"method.options {sorted(me.options)}: method {me.name!r} has no options of "
-                "its own; remove them (or choose the method they belong to)"
+                f"method.{k} is not a key of method {me.name!r}, which has no keys of its own; "
+                "remove it (or choose the method it belongs to)"
+                for k in sorted(me.options)
             ]
         return []
     types_ = field_types(cls)
@@ -316,23 +313,27 @@ def _method_options(recipe: Any, me: MethodConfig) -> list[str]:
         if key not in types_:
             close = difflib.get_close_matches(str(key), list(types_), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
+            owners = [n for n in _methods.names() if key in _methods.option_types(n)]
+            of = f" (a key of {', '.join(owners)})" if owners else ""
             problems.append(
-                f"method.options.{key} is not an option of {me.name!r}; {hint}its options: "
+                f"method.{key}{of} is not a key of method {me.name!r}; {hint}its keys: "
                 f"{', '.join(types_)}"
             )
             continue
         try:
             values[key] = coerce(value, types_[key])
         except Mismatch:
-            problems.append(
-                f"method.options.{key} must be {describe(types_[key])}, got {show(value)}"
-            )
+            problems.append(f"method.{key} must be {describe(types_[key])}, got {show(value)}")
+            continue
+        if isinstance(values[key], float) and not math.isfinite(values[key]):
+            problems.append(f"method.{key} must hold finite numbers, got {values[key]}")
     if problems:
         return problems
     try:
         me.options = dataclasses.asdict(cls(**values))
-    except (TypeError, ValueError) as e:  # the dataclass's own range checks
-        return [f"method.options: {e}"]
+    except (TypeError, ValueError) as e:  # the dataclass's own range checks name the field
+        text = str(e)
+        return [f"method.{text}" if text.split(" ", 1)[0] in types_ else f"method: {text}"]
     return []
 
 

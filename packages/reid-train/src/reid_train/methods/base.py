@@ -17,8 +17,9 @@ the epoch's :class:`~reid_train.epoch.EpochRecord`:
 * **its batch**: :meth:`Method.training_step` returns every loss term in summation order (the
   shared soft triplet through :meth:`Method.triplet`); :meth:`Method.after_step` runs after the
   optimiser step (a memory's momentum update);
-* **its settings**: :meth:`Method.validate` checks them (the config names no method); a method's
-  own keys are the fields of its :attr:`Method.Options` dataclass, given as ``method.options``.
+* **its settings**: its own keys are the fields of its :attr:`Method.Options` dataclass, written
+  flat in the config's ``method:`` section (``method.beta=0.5``) and given to the method as
+  :attr:`Method.options`; :meth:`Method.validate` checks the rules that tie them to other keys.
 
 A new recipe is one module with a subclass decorated by :func:`reid_train.methods.register`,
 plus one YAML config: docs/design.md, "Adding a method".
@@ -67,8 +68,9 @@ class Method:
         loss_terms: the names of the terms :meth:`training_step` returns (for documentation
             and tests; ``triplet`` comes from :meth:`triplet` when ``method.triplet_weight``
             is above 0).
-        Options: the dataclass of the method's own keys (``method.options`` in the config,
-            checked and completed with its defaults when the config is validated), or None.
+        Options: the dataclass of the method's own keys (written flat in the config's
+            ``method:`` section; typed, checked by its ``__post_init__`` and completed with its
+            defaults when the config is validated), or None.
     """
 
     name: ClassVar[str]
@@ -79,13 +81,13 @@ class Method:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.options = config.method
-        #: The method's own options (an instance of :attr:`Options`), or None.
-        self.hparams: Any = self.options_of(config)
+        #: The method's own keys (an instance of :attr:`Options`), or None without Options.
+        self.options: Any = self.options_of(config)
 
     @classmethod
     def options_of(cls, config: TrainConfig) -> Any:
-        """``config.method.options`` as an :attr:`Options` instance (None without Options)."""
+        """The config's own keys of this method as an :attr:`Options` instance (None without
+        Options)."""
         return None if cls.Options is None else cls.Options(**config.method.options)
 
     @classmethod
@@ -96,8 +98,8 @@ class Method:
     @classmethod
     def validate(cls, config: TrainConfig) -> list[str]:
         """Problems with the method's settings in ``config``, each a message naming the key and
-        the fix (the config's checks of the shared keys and of the types of ``method.options``
-        have run already)."""
+        the fix (the config's checks of the shared keys and of :attr:`Options` have run
+        already: :meth:`options_of` gives the checked keys)."""
         return []
 
     @classmethod

@@ -32,5 +32,5 @@ class Baseline(Method):
         self, out: Any, targets: torch.Tensor, batch: dict[str, torch.Tensor], record: EpochRecord
     ) -> dict[str, torch.Tensor]:
         logits = out.global_logits[:, : record.num_clusters].float()
-        ce = label_smoothing_loss(logits, targets, self.options.global_epsilon)
+        ce = label_smoothing_loss(logits, targets, self.config.method.global_epsilon)
         return {"global_ce": ce, **self.triplet(out, targets)}

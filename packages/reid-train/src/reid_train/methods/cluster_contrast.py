@@ -53,7 +53,7 @@ __all__ = [
 
 @dataclass
 class ClusterContrastOptions:
-    """``method.options`` of ``cluster_contrast``.
+    """The own keys of ``cluster_contrast`` (``method.temperature``, ...).
 
     Attributes:
         temperature: τ of the ClusterNCE loss (official 0.05), > 0.
@@ -151,7 +151,7 @@ class ClusterContrast(Method):
     ) -> dict[str, torch.Tensor]:
         assert self.memory is not None, "setup_epoch builds the memory"
         loss = cluster_nce_loss(
-            out.global_bn_features, targets, self.memory, self.hparams.temperature
+            out.global_bn_features, targets, self.memory, self.options.temperature
         )
         return {"contrast": loss, **self.triplet(out, targets)}
 
@@ -162,6 +162,6 @@ class ClusterContrast(Method):
         assert self.memory is not None and record.gather is not None
         feats = record.gather(out.global_bn_features.detach().float().contiguous())
         momentum_update(
-            self.memory, feats, record.gather(targets), self.hparams.momentum,
-            self.hparams.update,
+            self.memory, feats, record.gather(targets), self.options.momentum,
+            self.options.update,
         )  # fmt: skip

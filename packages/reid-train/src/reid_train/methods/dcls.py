@@ -33,19 +33,14 @@ class DCLS(Method):
     name = "dcls"
     arch = "dcls"
     loss_terms = ("local_ce", "global_ce")
-
-    def __init__(self, config: TrainConfig) -> None:
-        super().__init__(config)
-        self.dcls = dcls_options(config)
+    #: DCLS's own keys are reid_refine's options of its refined labels, field for field.
+    Options = DCLSOptions
+    options: DCLSOptions
 
     @classmethod
     def validate(cls, config: TrainConfig) -> list[str]:
-        me, n_l = config.method, config.model.num_regions
+        me, n_l = cls.options_of(config), config.model.num_regions
         problems = []
-        try:
-            dcls_options(config)
-        except ValueError as e:  # a field out of range: named as the config key
-            problems.append(f"method.{e}")
         if n_l == 0:
             if me.global_smoothing == "dcls":
                 problems.append(
@@ -88,20 +83,11 @@ class DCLS(Method):
         else:
             result = dcls_loss(
                 g_logits, out.part_logits[:, :, :k].float(), out.global_bn_features.float(),
-                out.part_features.float(), targets, self.dcls,
+                out.part_features.float(), targets, self.options,
             )  # fmt: skip
             terms = {"local_ce": result.local_loss, "global_ce": result.global_loss}
         terms.update(self.triplet(out, targets))
         return terms
-
-
-def dcls_options(config: TrainConfig) -> DCLSOptions:
-    """``reid_refine.DCLSOptions`` from the config's ``method`` keys of the same names."""
-    m = config.method
-    return DCLSOptions(
-        w_l=m.w_l, w_g=m.w_g, metric=m.metric, local_smoothing=m.local_smoothing,
-        global_smoothing=m.global_smoothing, guidance=m.guidance, epsilon=m.epsilon,
-    )  # fmt: skip
 
 
 def _mean_beta(

@@ -20,6 +20,7 @@ Per batch (docs/design.md, "PPLR"):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,7 +36,72 @@ from .base import Figure, Method
 if TYPE_CHECKING:
     from ..epoch import EpochRecord
 
-__all__ = ["PPLR", "PPLRCam"]
+__all__ = ["PPLR", "PPLRCam", "PPLRCamOptions", "PPLROptions"]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass
+class PPLROptions:
+    """The own keys of ``pplr`` (``method.agreement_k``, ...); the defaults are the paper's.
+
+    Attributes:
+        agreement_k: k of the top-k ranked lists of the cross agreement (Eq. 6), >= 1.
+        beta: β of PGLR (Eq. 9), the weight of the one-hot label, in (0, 1].
+        aals_epoch: first epoch (0-based) that trains the parts with AALS; before it, CE with
+            ``part_epsilon``.
+        part_epsilon: constant label smoothing ε of the part classifiers before
+            ``aals_epoch`` or without AALS, in [0, 1].
+        use_aals: AALS on the parts (Eq. 7-8); off: CE with ``part_epsilon``.
+        use_pglr: PGLR on the global classifier (Eq. 9-10); off: CE with
+            ``method.global_epsilon``.
+        pglr_uniform_weights: the "w/o cross agreement" ablation: equal part weights 1/P.
+    """
+
+    agreement_k: int = 20
+    beta: float = 0.5
+    aals_epoch: int = 5
+    part_epsilon: float = 0.1
+    use_aals: bool = True
+    use_pglr: bool = True
+    pglr_uniform_weights: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.agreement_k >= 1, f"agreement_k must be >= 1, got {self.agreement_k}")
+        _check(0 < self.beta <= 1, f"beta must be in (0, 1], got {self.beta}")
+        _check(self.aals_epoch >= 0, f"aals_epoch must be >= 0, got {self.aals_epoch}")
+        _check(
+            0 <= self.part_epsilon <= 1, f"part_epsilon must be in [0, 1], got {self.part_epsilon}"
+        )
+
+
+@dataclass
+class PPLRCamOptions(PPLROptions):
+    """The own keys of ``pplr_cam``: those of ``pplr`` and the camera-aware proxy loss's.
+
+    Attributes:
+        lambda_cam: weight of the inter-camera proxy loss (Eq. 4-5), >= 0.
+        cam_temperature: its temperature, > 0.
+        num_hard_negatives: the hardest negative proxies it contrasts against, >= 1.
+        cam_on_parts: also apply it to each part feature (the official code does; averaged).
+    """
+
+    lambda_cam: float = 0.5
+    cam_temperature: float = 0.07
+    num_hard_negatives: int = 50
+    cam_on_parts: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.lambda_cam >= 0, f"lambda_cam must be >= 0, got {self.lambda_cam}")
+        _check(self.cam_temperature > 0, f"cam_temperature must be > 0, got {self.cam_temperature}")
+        _check(
+            self.num_hard_negatives >= 1,
+            f"num_hard_negatives must be >= 1, got {self.num_hard_negatives}",
+        )
 
 
 @register
@@ -43,6 +109,8 @@ class PPLR(Method):
     name = "pplr"
     arch = "pplr"
     loss_terms = ("global_ce", "part_ce")
+    Options = PPLROptions
+    options: PPLROptions
 
     @classmethod
     def figures(cls) -> dict[str, Figure]:
@@ -90,7 +158,8 @@ class PPLR(Method):
             weights = torch.ones_like(ca) if m.pglr_uniform_weights else ca
             terms["global_ce"] = pglr_loss(g_logits, p_logits, targets, weights, m.beta)
         else:
-            terms["global_ce"] = label_smoothing_loss(g_logits, targets, m.global_epsilon)
+            epsilon = self.config.method.global_epsilon
+            terms["global_ce"] = label_smoothing_loss(g_logits, targets, epsilon)
         if m.use_aals and epoch >= m.aals_epoch:
             terms["part_ce"] = aals_loss(p_logits, targets, ca)
         else:
@@ -110,6 +179,8 @@ class PPLRCam(PPLR):
 
     name = "pplr_cam"
     loss_terms = ("global_ce", "part_ce", "camera")
+    Options = PPLRCamOptions
+    options: PPLRCamOptions
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

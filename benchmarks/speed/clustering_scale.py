@@ -3,7 +3,7 @@
 For each N (default 2,000, 12,936 (Market-1501 train), 32,621 (MSMT17 train), 100,000) it runs,
 each in a fresh process so peak RSS is its own:
 
-* ``plain``: ``benchmarks/plain_jaccard.py`` (a wrapper of ``reid_clustering._reference``), the
+* ``plain``: ``benchmarks.speed.plain_jaccard`` (a wrapper of ``reid_clustering._reference``), the
   loop-based dense implementation written from the algorithm (numpy brute-force kNN, per-sample
   loops, N × N matrices), only up to ``--plain-max`` samples;
 * ``dense``: ``reid_clustering.compute_jaccard_distance`` (dense N × N result) + DBSCAN on it,
@@ -14,29 +14,32 @@ The features are clustered synthetic 2048-d vectors (identities of ~17 images, a
 grouped in look-alike families), L2-normalised. The labels of every path are compared with each
 other (they must be identical). Run from the repository root:
 
-    python benchmarks/clustering_scale.py            # full run (~25 min on 2 cores), writes docs
-    python benchmarks/clustering_scale.py --sizes 2000 --no-write   # quick check
+    python -m benchmarks.speed.clustering_scale      # full run (~25 min on 2 cores), writes docs
+    python -m benchmarks.speed.clustering_scale --sizes 2000 --no-write   # quick check
+
+:func:`measure` is one case (in the fresh process); :func:`measure_pseudo_labels` times the
+engine's pseudo labels (kNN search, then ``dbscan_pseudo_labels``) on given features, for
+``python -m benchmarks.gpu_check`` (step 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import RESULTS, ROOT, commit, peak_rss_gib, sync
 
 DEFAULT_SIZES = (2000, 12936, 32621, 100000)
 ORDER = ["plain", "dense", "sparse"]
-CACHE = HERE / "results" / "clustering_scale.json"
+CACHE = RESULTS / "clustering_scale.json"
 
 
 def make_features(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,11 +61,7 @@ def make_features(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, labels
 
 
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
-
-
-def run_case(impl: str, n: int, args: argparse.Namespace, labels_out: Path) -> dict:
+def measure(impl: str, n: int, args: argparse.Namespace, labels_out: Path) -> dict:
     """One measurement, in this process (called in a fresh subprocess by the driver)."""
     import torch
     from sklearn.cluster import DBSCAN
@@ -74,7 +73,7 @@ def run_case(impl: str, n: int, args: argparse.Namespace, labels_out: Path) -> d
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     if impl == "plain":
-        from plain_jaccard import plain_jaccard_distance, plain_knn
+        from benchmarks.speed.plain_jaccard import plain_jaccard_distance, plain_knn
 
         ranked = plain_knn(x, args.k1)
         times["knn"] = time.perf_counter() - t0
@@ -118,15 +117,25 @@ def run_case(impl: str, n: int, args: argparse.Namespace, labels_out: Path) -> d
         "features_rss_gib": rss_features,
         "clusters": int(labels.max() + 1),
         "outliers": int((labels == -1).sum()),
-        "measured": f"{time.strftime('%Y-%m-%d')}, commit {_commit()}",
+        "measured": f"{time.strftime('%Y-%m-%d')}, commit {commit() or 'unknown'}",
     }
 
 
-def _commit() -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-    )  # fmt: skip
-    return proc.stdout.strip() or "unknown"
+def measure_pseudo_labels(
+    x: Any, device: str, *, eps: float = 0.5, min_samples: int = 4, k1: int = 30, k2: int = 6
+) -> tuple[np.ndarray, Any, float, float]:
+    """The engine's pseudo labels of the features ``x`` (on their device): ``knn_search(x,
+    k=k1)`` and ``dbscan_pseudo_labels``, each timed: (labels, kNN result, kNN s, labels s)."""
+    from reid_clustering import dbscan_pseudo_labels, knn_search
+
+    sync(device)
+    t = time.perf_counter()
+    knn = knn_search(x, k=k1)
+    sync(device)
+    t_knn = time.perf_counter() - t
+    t = time.perf_counter()
+    labels = dbscan_pseudo_labels(x, eps=eps, min_samples=min_samples, k1=k1, k2=k2)
+    return labels, knn, t_knn, time.perf_counter() - t
 
 
 def sparse_breakdown(n: int, args: argparse.Namespace) -> dict:
@@ -154,7 +163,7 @@ def sparse_breakdown(n: int, args: argparse.Namespace) -> dict:
 
 
 def drive(args: argparse.Namespace) -> None:
-    from _report import write_section
+    from benchmarks.common import write_section
 
     rows, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +221,8 @@ def drive(args: argparse.Namespace) -> None:
 def _subprocess(extra: list[str], args: argparse.Namespace) -> dict:
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "benchmarks.speed.clustering_scale",
         *extra,
         "--dim",
         str(args.dim),
@@ -225,16 +235,16 @@ def _subprocess(extra: list[str], args: argparse.Namespace) -> dict:
         "--seed",
         str(args.seed),
     ]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _table(rows: list[dict], notes: list[str], args: argparse.Namespace) -> str:
-    from _report import machine
+    from benchmarks.common import machine
 
     base = {r["n"]: r["total"] for r in rows if r["impl"] == "plain"}
     lines = [
-        "## Clustering at scale (`benchmarks/clustering_scale.py`)",
+        "## Clustering at scale (`python -m benchmarks.speed.clustering_scale`)",
         "",
         f"Machine: {machine()}.",
         "",
@@ -242,7 +252,7 @@ def _table(rows: list[dict], notes: list[str], args: argparse.Namespace) -> str:
         f"families), k1 = {args.k1}, k2 = {args.k2}, DBSCAN eps = {args.eps}, min_samples = 4. "
         "Each row is a fresh process; peak RSS includes the interpreter, torch and the features "
         "(the `features` column is the RSS right after generating them). `plain` is "
-        "`benchmarks/plain_jaccard.py`, loops written from the algorithm like the reference "
+        "`benchmarks/speed/plain_jaccard.py`, loops written from the algorithm like the reference "
         "code's; `dense` is our `compute_jaccard_distance` + DBSCAN on the N × N matrix; "
         "`sparse` is `dbscan_pseudo_labels(..., sparse=True)` (radius graph of pairs with "
         "J ≤ eps). Jaccard time includes the kNN search; kNN is also timed on its own "
@@ -314,7 +324,7 @@ def main() -> None:
     if args.case == "sparse-split":
         print(json.dumps(sparse_breakdown(args.n, args)))
     elif args.case:
-        print(json.dumps(run_case(args.case, args.n, args, args.labels)))
+        print(json.dumps(measure(args.case, args.n, args, args.labels)))
     else:
         drive(args)
 

@@ -2,9 +2,9 @@
 
 PPLR (AALS and PGLR, from the cross agreement) and DCLS (dynamic label smoothing) claim that
 refining the labels makes training robust to *noisy pseudo labels*. In the unsupervised runs of
-benchmarks/synthetic_ablation.py the noise comes from DBSCAN and cannot be told apart from the
-clustering; here it is a controlled input. Every run trains on the synthetic target's training
-split with its *true* identities corrupted once for the run (``cluster.labels:
+``python -m benchmarks.proxy.ablation`` the noise comes from DBSCAN and cannot be told apart
+from the clustering; here it is a controlled input. Every run trains on the synthetic target's
+training split with its *true* identities corrupted once for the run (``cluster.labels:
 noisy_ground_truth``, ``reid_train.label_noise``): a fraction ``--noise`` of the images, aimed
 at a third each by false merges of look-alikes (one identity takes the label of another of its
 family), by false splits by camera (an identity's smallest camera gets a label of its own) and
@@ -35,9 +35,9 @@ unfinished one is redone, so an interrupted sweep continues where it stopped (a 
 ``--extra`` needs another ``--workdir``: finished runs are not compared with it). From the
 repository root:
 
-    python benchmarks/label_noise.py                                 # all rows, about 2.6 h
-    python benchmarks/label_noise.py --rows CE PPLR --noise 0 0.4 --no-write
-    python benchmarks/label_noise.py --workdir /tmp/ln_smoke --seeds 1 --noise 0 0.4 \\
+    python -m benchmarks.proxy.label_noise                           # all rows, about 2.6 h
+    python -m benchmarks.proxy.label_noise --rows CE PPLR --noise 0 0.4 --no-write
+    python -m benchmarks.proxy.label_noise --workdir /tmp/ln_smoke --seeds 1 --noise 0 0.4 \\
         --no-write --plot /tmp/ln_smoke.png \\
         --extra optim.epochs=1 optim.iters=2 data.batch_size=8 \\
         data.synthetic_options.num_train_ids=16 data.synthetic_options.num_test_ids=8  # smoke
@@ -53,38 +53,35 @@ holds the counts line ``describe`` of ``noisy_labels`` now).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-from _report import machine, write_section  # noqa: E402
-from synthetic_ablation import (  # noqa: E402
+from benchmarks.common import ROOT, machine, read_jsonl, write_section
+from benchmarks.proxy.rows import (
     BASELINE,
-    BUDGET,
     CLUSTER_CONTRAST,
     DCLS,
     NO_PART_REFINEMENT,
     PPLR,
     Row,
+    slug,
+)
+from benchmarks.proxy.runs import (
+    BUDGET,
     add_extra_argument,
     drop_checkpoints,
     epochs_of,
     finished,
     make_data,
-    mean_std,
     optim_of,
-    paired_ci,
     reid_train,
-    slug,
     source_model,
+    write_runs,
 )
+from benchmarks.proxy.stats import mean_std, paired_ci
 
 ROWS = [
     Row("CE", BASELINE, ("method.global_epsilon=0.0",)),
@@ -109,8 +106,7 @@ SECTION = "label-noise"
 def last_quality(out: Path) -> dict:
     """The pseudo-label quality of a finished run's last epoch (``quality.label_noise``: the
     realised noise the run trained on)."""
-    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines() if x]
-    return history[-1].get("quality", {})
+    return read_jsonl(out / "history.jsonl")[-1].get("quality", {})
 
 
 class NoiseCounts:
@@ -450,9 +446,7 @@ def main() -> int:
             "docs/ not written: the runs above did not train on their noisy labels", file=sys.stderr
         )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_runs(args.json, runs, merge=False)
     table = tables(runs, rows, noise, {n: [counts(n, s) for s in args.seeds] for n in noise})
     print(table)
     drawn = plot(runs, rows, noise, args.plot) if args.draw else False
@@ -485,7 +479,8 @@ t interval). Rows: CE and constant LS (ε 0.1) on `{BASELINE}`; PPLR (AALS + PGL
 model: no AALS, PGLR or part smoothing) on `{PPLR}`; DCLS (full) and CE (DCLS model: no local
 or global smoothing) on `{DCLS}`. Each refinement is compared with plain CE on its own model;
 one evaluation after the last epoch. Seeds
-{", ".join(map(str, args.seeds))}.{extra} Regenerate with `python benchmarks/label_noise.py`; the
+{", ".join(map(str, args.seeds))}.{extra} Regenerate with
+`python -m benchmarks.proxy.label_noise`; the
 runs took {compute / 60:.0f} min of compute (wall time of their epochs, including any other
 load on the machine; median run {median_run:.0f} s; this invocation
 ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already finished).

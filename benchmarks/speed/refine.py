@@ -5,60 +5,29 @@ k = 20) for each N in ``--sizes``, and one forward + backward of AALS + PGLR and
 training batch (64 × 3 parts, K clusters). Prints a markdown table and writes it to
 docs/benchmarks.md (section ``refine-speed``) unless ``--no-write`` is given.
 
-    python benchmarks/refine_speed.py [--sizes 2000,10000] [--dim 2048] [--device cpu|cuda]
+    python -m benchmarks.speed.refine [--sizes 2000,10000] [--dim 2048] [--device cpu|cuda]
                                       [--chunk-size R] [--repeats 3] [--no-write]
+
+:func:`measure` times ``cross_agreement`` at one size, :func:`measure_batch_losses` the losses.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _report import machine, write_section  # noqa: E402
-
-from reid_refine import aals_loss, cross_agreement, dcls_loss, pglr_loss  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchmarks.common import (
+    best_of,
+    current_memory_gib,
+    machine,
+    peak_memory_gib,
+    write_section,
+)
+from reid_refine import aals_loss, cross_agreement, dcls_loss, pglr_loss
 
 
-def _best_of(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak resident memory of this process (CPU) or peak allocated GPU memory, in GiB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
-def current_memory_gib(device: torch.device) -> float:
-    """Memory in use now: resident set (CPU, Linux) or allocated GPU memory, in GiB."""
-    if device.type == "cuda":
-        return torch.cuda.memory_allocated(device) / 2**30
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**30
-
-
-def time_cross_agreement(
+def measure(
     n: int, dim: int, parts: int, k: int, chunk: int | None, repeats: int, device: torch.device
 ) -> tuple[float, float]:
     """Seconds of ``cross_agreement`` and the memory it needed above its inputs (GiB)."""
@@ -71,11 +40,11 @@ def time_cross_agreement(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     before = current_memory_gib(device)
-    sec = _best_of(lambda: cross_agreement(g, p, k=k, chunk_size=chunk), repeats, device)
+    sec = best_of(lambda: cross_agreement(g, p, k=k, chunk_size=chunk), repeats, device)
     return sec, max(0.0, peak_memory_gib(device) - before)
 
 
-def time_batch_losses(
+def measure_batch_losses(
     batch: int, classes: int, dim: int, repeats: int, device: torch.device
 ) -> tuple[float, float]:
     gen = torch.Generator(device=device).manual_seed(1)
@@ -96,7 +65,7 @@ def time_batch_losses(
 
     # Milliseconds each: take the best of more runs so a busy machine does not dominate.
     reps = max(repeats, 10)
-    return _best_of(pplr, reps, device), _best_of(dcls, reps, device)
+    return best_of(pplr, reps, device), best_of(dcls, reps, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for n in sizes:
-        sec, working = time_cross_agreement(
+        sec, working = measure(
             n, args.dim, args.parts, args.k, args.chunk_size, args.repeats, device
         )
         rate = (1 + args.parts) * n * n / sec
@@ -142,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {n} | {sec:.3f} | {rate:.3g} | {inputs:.2f} | {peak:.2f} | {working:.2f} |"
         )
         print(lines[-1], flush=True)
-    pplr_s, dcls_s = time_batch_losses(args.batch, args.classes, args.dim, args.repeats, device)
+    pplr_s, dcls_s = measure_batch_losses(args.batch, args.classes, args.dim, args.repeats, device)
     lines += [
         "",
         f"Per batch ({args.batch} images, 3 parts/locals, K = {args.classes}), forward + backward:"

@@ -2,10 +2,10 @@
 
 The official trainer is ``examples/train_pplr.py`` of yoonkicho/PPLR, from a checkout the user
 gives (``--official-repo``; this repository never contains or downloads its code). It runs with
-its method code unmodified, on a CPU, through the shims of ``benchmarks/official_shims.py``
+its method code unmodified, on a CPU, through the shims of ``benchmarks.proxy.official_shims``
 (``.cuda()`` a no-op, a torch stand-in for faiss's flat L2 index, a ResNet-18 backbone with the
 source model's weights, the proxy's pad, interpolation and camera debiasing). Both trainers read
-the same config and workdir as ``benchmarks/synthetic_ablation.py``: the target and source
+the same config and workdir as ``benchmarks.proxy.ablation``: the target and source
 datasets, the supervised source model, the schedule (``optim``), the input size and batch
 layout (``data``), the clustering (``cluster.eps``, ``k1``; ``k2`` and ``min_samples`` are fixed
 in the official code at the proxy's 6 and 4) and the method settings (``method.agreement_k``,
@@ -26,8 +26,9 @@ trainers draw different random streams). Each run is one process with its own fo
 the row equals an ablation row, otherwise ``matched/<row>/seed<i>``); finished runs are reused.
 From the repository root:
 
-    python benchmarks/official_pplr.py --official-repo ~/src/PPLR --seeds 1 2 3
-    python benchmarks/official_pplr.py --official-repo ~/src/PPLR --official-only \\
+    python -m benchmarks.proxy.official_pplr --official-repo ~/src/PPLR --seeds 1 2 3 \\
+        --json benchmarks/results/official_pplr_t0_s100.json
+    python -m benchmarks.proxy.official_pplr --official-repo ~/src/PPLR --official-only \\
         --rows "baseline (part model)" "PPLR: AALS only" "PPLR: AALS + PGLR" --seeds 1 \\
         --workdir runs/probe_ipc --target-extra \\
         "data.synthetic_options.images_per_camera=[6, 10]" \\
@@ -38,7 +39,18 @@ From the repository root:
 keeps the source model, which ``--source-model`` may then take from another workdir);
 ``--source-extra`` only the source run and the source dataset (a weaker or stronger start).
 
-``--json OUT`` writes the ablation's schema with a ``trainer`` field (``official`` / ``ours``).
+``--json OUT`` writes the ablation's schema with a ``trainer`` field (``official`` / ``ours``)
+and a ``commit`` field (the git commit of the code that trained the run, noted in its folder
+when it trained; null when unknown). It merges into ``OUT`` when that file exists: a run of this
+invocation replaces the record of the same (trainer, row, seed), the other records stay, so the
+record file accumulates the runs of every session. ``--from-json FILE [FILE ...]`` trains
+nothing and needs neither run folders nor ``--official-repo``: the table (and, unless
+``--no-write``, the docs section) comes from the records alone (merged in order; records of the
+regime search, those with a ``probe``, are left out)::
+
+    python -m benchmarks.proxy.official_pplr --from-json \\
+        benchmarks/results/official_pplr_t0_s100.json
+
 For each row it prints both trainers' mAP (mean ± std), ours − official (95 % t interval over
 the paired seeds) and whether they agree (within 2 mAP, or the interval holds 0); and for each
 trainer PPLR's Table 1 ordering: AALS only − baseline and AALS + PGLR − AALS only, paired.
@@ -47,37 +59,34 @@ trainer PPLR's Table 1 ordering: AALS only − baseline and AALS + PGLR − AALS
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-from _report import machine, write_section  # noqa: E402
-from synthetic_ablation import (  # noqa: E402
+from benchmarks.common import ROOT, commit, machine, read_jsonl, write_section
+from benchmarks.proxy.rows import ABLATION_ROWS, PPLR, slug
+from benchmarks.proxy.runs import (
     BUDGET,
-    PPLR,
-    ROWS,
     drop_checkpoints,
     epochs_of,
     finished,
     make_data,
-    mean_std,
     optim_of,
-    paired_ci,
+    read_runs,
+    record_commit,
     reid_train,
-    slug,
     source_model,
+    trained_by,
+    write_runs,
 )
+from benchmarks.proxy.stats import mean_std, paired_ci
 
 #: Ours within this many mAP of the official's mean counts as agreeing (or the CI holds 0).
 AGREE_MAP = 2.0
@@ -156,8 +165,8 @@ def _loss_line(log: str, epoch: int) -> dict[str, float]:
 def official_record(logs: Path, epochs: int) -> dict | None:
     """A finished official run's figures in the ablation's schema, or None."""
     try:
-        evals = [json.loads(x) for x in (logs / "evaluations.jsonl").read_text().splitlines()]
-        clusterings = [json.loads(x) for x in (logs / "clusterings.jsonl").read_text().splitlines()]
+        evals = read_jsonl(logs / "evaluations.jsonl")
+        clusterings = read_jsonl(logs / "clusterings.jsonl")
     except FileNotFoundError:
         return None
     if len(clusterings) < epochs or not evals or "rank1" not in evals[-1]:
@@ -180,13 +189,15 @@ def run_official(args, cfg, row: SideRow, seed: int, data_dir: Path, pre: Path, 
     epochs = cfg.optim.epochs
     done = official_record(out, epochs)
     if done is not None or args.only_finished:
-        return done
+        return done if done is None else {**done, "commit": trained_by(out)}
     if out.exists():
         import shutil
 
         shutil.rmtree(out)  # an unfinished run is redone
+    code = commit(dirty=True)
     cmd = [
-        sys.executable, str(HERE / "official_shims.py"), "--official-repo", str(args.official_repo),
+        sys.executable, "-m", "benchmarks.proxy.official_shims",
+        "--official-repo", str(args.official_repo),
         "--source-model", str(pre / "last"), "--backbone", cfg.model.backbone,
         "--pad", str(cfg.data.pad), "--interpolation", cfg.data.interpolation,
         *(["--camera-debias"] if cfg.cluster.camera_debias else []),
@@ -201,14 +212,15 @@ def run_official(args, cfg, row: SideRow, seed: int, data_dir: Path, pre: Path, 
     (out / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     for name in ("best.pth", "last.pth"):
         (out / name).unlink(missing_ok=True)
+    record_commit(out, code)
     done = official_record(out, epochs)
     assert done is not None, f"{out} did not finish"
-    return done
+    return {**done, "commit": trained_by(out)}
 
 
 def ours_folder(work: Path, row: SideRow) -> Path:
     """An ablation row with exactly these settings shares its runs; otherwise ``matched/``."""
-    for r in ROWS:
+    for r in ABLATION_ROWS:
         if r.config == PPLR and sorted(r.overrides) == sorted(row.ours):
             return work / slug(r.name)
     return work / "matched" / slug(row.name)
@@ -220,7 +232,7 @@ def run_ours(args, row: SideRow, seed: int, target: Path, pre: Path, work: Path)
     epochs = epochs_of(PPLR, extra)
     done = finished(out, epochs, optim_of(PPLR, extra))
     if done is not None or args.only_finished:
-        return done
+        return done if done is None else {**done, "commit": trained_by(out)}
     reid_train(PPLR, out, [
         *BUDGET, *row.ours, f"data.data_root={target}", f"data.synthetic_seed={args.target_seed}",
         f"model.pretrained={pre / 'last'}", f"runtime.seed={seed}", *extra,
@@ -228,7 +240,7 @@ def run_ours(args, row: SideRow, seed: int, target: Path, pre: Path, work: Path)
     drop_checkpoints(out)
     done = finished(out, epochs)
     assert done is not None, f"{out} did not finish"
-    return done
+    return {**done, "commit": trained_by(out)}
 
 
 def run_all(args, rows: list[SideRow]) -> list[dict]:  # noqa: ANN001
@@ -324,21 +336,55 @@ def ordering_lines(runs: list[dict]) -> list[str]:
     return out
 
 
-def main() -> int:
+def from_records(paths: list[Path], rows: list[SideRow], seeds: list[int] | None) -> list[dict]:
+    """The side-by-side runs of record files (merged in order): the ``rows`` and ``seeds`` asked
+    for (every seed with None); records of the regime search (with a ``probe``) are left out."""
+    names = {r.name for r in rows}
+    return [
+        r for r in read_runs(paths)
+        if "probe" not in r and r["row"] in names and (seeds is None or r["seed"] in seeds)
+    ]  # fmt: skip
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a command line from the repository root gives it."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def provenance(runs: list[dict]) -> str:
+    """Which code trained the runs: each commit with its number of runs (``unknown``: records
+    without one)."""
+    counts = Counter(r.get("commit") or "unknown" for r in runs)
+    return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items()) or "–"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--official-repo", type=Path, required=True, help="a checkout of yoonkicho/PPLR"
+        "--official-repo", type=Path, help="a checkout of yoonkicho/PPLR (to train)"
     )
     parser.add_argument("--target-seed", type=int, default=0)
     parser.add_argument("--source-seed", type=int, default=100)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="default 1 2 3 (with --from-json: every seed)"
+    )
     parser.add_argument("--rows", nargs="+", help=f"row names (default: all): {SIDE_NAMES}")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--source-model", type=Path, help="a finished source run to reuse")
     parser.add_argument("--official-only", action="store_true")
     parser.add_argument("--ours-only", action="store_true")
     parser.add_argument("--only-finished", action="store_true", help="train nothing")
-    parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--json", type=Path, help="merge every run's figures into this record file")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="train nothing: the table from these record files only (no run folders needed)",
+    )
     parser.add_argument("--no-write", dest="write", action="store_false")
     for flag, reaches in (
         ("--extra", "every run, the source run and both datasets"),
@@ -346,36 +392,48 @@ def main() -> int:
         ("--source-extra", "the source run and the source dataset only"),
     ):
         parser.add_argument(flag, nargs="+", default=[], metavar="KEY=VALUE", help=reaches)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     unknown = set(args.rows or ()) - set(SIDE_NAMES)
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; choose from {SIDE_NAMES}")
-    if not (args.official_repo / "examples" / "train_pplr.py").is_file():
-        parser.error(f"{args.official_repo} is not a checkout of yoonkicho/PPLR")
     rows = [r for r in SIDE_ROWS if not args.rows or r.name in args.rows]
 
-    runs = run_all(args, rows)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    if args.from_json:
+        runs = from_records(args.from_json, rows, args.seeds)
+        files = " ".join(_shown(p) for p in args.from_json)
+        command = f"python -m benchmarks.proxy.official_pplr --from-json {files}"
+        where = (
+            "Built from the records alone (the machine of the runs is not recorded); the code "
+            f"that trained them, by commit: {provenance(runs)}."
+        )
+    else:
+        if args.official_repo is None:
+            parser.error("--official-repo is needed to train (or --from-json FILE)")
+        if not (args.official_repo / "examples" / "train_pplr.py").is_file():
+            parser.error(f"{args.official_repo} is not a checkout of yoonkicho/PPLR")
+        args.seeds = args.seeds or [1, 2, 3]
+        runs = run_all(args, rows)
+        if args.json:
+            write_runs(args.json, runs)
+        flags = [("--extra", args.extra), ("--target-extra", args.target_extra),
+                 ("--source-extra", args.source_extra)]  # fmt: skip
+        extra = " ".join(f"{f} {' '.join(v)}" for f, v in flags if v)
+        command = f"python -m benchmarks.proxy.official_pplr --official-repo PPLR {extra}"
+        where = f"Machine: {machine()}."
     table = side_by_side_table(runs, rows)
     order = ordering_lines(runs)
     print(table)
     print("\n".join(order))
-    flags = [("--extra", args.extra), ("--target-extra", args.target_extra),
-             ("--source-extra", args.source_extra)]  # fmt: skip
-    extra = " ".join(f"{f} {' '.join(v)}" for f, v in flags if v)
     pair = f"target seed {args.target_seed}, source seed {args.source_seed}"
     body = f"""## The official PPLR trainer side by side with ours ({pair})
 
-`python benchmarks/official_pplr.py --official-repo PPLR {extra}`:
+`{command}`:
 the official `examples/train_pplr.py` (method code unmodified, CPU shims of
-`benchmarks/official_shims.py`) and ours, from the same source model, data, schedule and
+`benchmarks/proxy/official_shims.py`) and ours, from the same source model, data, schedule and
 settings; one evaluation after the last epoch; paired by seed. Runs took
 {sum(r["compute_s"] for r in runs) / 60:.0f} min of compute (wall time, other load included).
 
-Machine: {machine()}.
+{where}
 
 {table}
 

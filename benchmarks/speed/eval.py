@@ -19,12 +19,15 @@ distance matrix, whose computation is timed separately) or distances + evaluatio
 identical. Prints a markdown table and writes it to docs/benchmarks.md (section
 ``eval-speed``) unless ``--no-write`` is given.
 
-    python benchmarks/eval_speed.py [--sizes market,msmt] [--scale 1.0] [--dim 2048]
+    python -m benchmarks.speed.eval [--sizes market,msmt] [--scale 1.0] [--dim 2048]
                                     [--device cpu|cuda] [--chunk-size N] [--repeats 3]
                                     [--full-matrix-sizes market] [--no-write]
 
 ``--scale 0.1`` divides the number of queries, gallery images and identities by 10 (a quick
 correctness check; figures at a reduced scale are labelled as such).
+
+:func:`measure` times one case on given inputs (also ``python -m benchmarks.gpu_check``'s step 3,
+on :func:`make_problem`'s features).
 """
 
 from __future__ import annotations
@@ -32,22 +35,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _report import machine, write_section  # noqa: E402
-
-from reid_eval import evaluate_features, evaluate_rank, pairwise_distance  # noqa: E402
+from benchmarks.common import ROOT, current_rss_gib, machine, peak_rss_gib, timed, write_section
+from reid_eval import evaluate_features, evaluate_rank, pairwise_distance
 
 MAX_RANK = 50
 # Per-dimension scales: identity centres N(0, 1), camera offsets N(0, 0.8²), image noise
@@ -192,18 +189,38 @@ def loop_eval(
 # --------------------------------------------------------------------------------------------
 
 
-def current_rss_gib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+def measure(
+    case: str,
+    inputs: tuple[Any, ...],
+    ids: tuple[np.ndarray, ...],
+    *,
+    device: torch.device | str,
+    repeats: int = 1,
+    chunk_size: int | None = None,
+    max_rank: int = MAX_RANK,
+) -> tuple[float, Any]:
+    """Best of ``repeats`` timed evaluations of ``case`` and its result: ``loop`` (a dict) and
+    ``evaluate_rank`` on ``inputs = (distmat,)``, ``evaluate_features`` (a ``RankResult``) on
+    ``inputs = (query features, gallery features)``; ``ids``: query and gallery pids, camids."""
+    if case == "loop":
 
+        def fn() -> Any:
+            return loop_eval(*inputs, *ids, max_rank)
+    elif case == "evaluate_rank":
 
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        def fn() -> Any:
+            return evaluate_rank(*inputs, *ids, max_rank)
+    elif case == "evaluate_features":
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        def fn() -> Any:
+            return evaluate_features(*inputs, *ids, max_rank, chunk_size=chunk_size)
+    else:
+        raise ValueError(f"unknown case {case!r}")
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        seconds, result = timed(fn, device)
+        best = min(best, seconds)
+    return best, result
 
 
 def run_case(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,36 +231,29 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    dist = None
     if args.case in ("loop", "evaluate_rank"):
-        _sync(device)
-        start = time.perf_counter()
-        dist = pairwise_distance(q, g).cpu().numpy()
-        _sync(device)
-        out["distmat_seconds"] = time.perf_counter() - start
+        seconds, dist = timed(lambda: pairwise_distance(q, g).cpu().numpy(), device)
+        out["distmat_seconds"] = seconds
         out["distmat_sha1"] = hashlib.sha1(dist.tobytes()).hexdigest()
         del q, g
+        inputs: tuple[Any, ...] = (dist,)
+    else:
+        inputs = (q, g)
     out["inputs_rss_gib"] = current_rss_gib()  # features, or the distance matrix
 
-    best = float("inf")
-    for _ in range(args.repeats):
-        _sync(device)
-        start = time.perf_counter()
-        if args.case == "loop":
-            metrics = loop_eval(dist, *ids, MAX_RANK)
-        else:
-            if args.case == "evaluate_rank":
-                result = evaluate_rank(dist, *ids, MAX_RANK)
-            else:
-                result = evaluate_features(q, g, *ids, MAX_RANK, chunk_size=args.chunk_size)
-            metrics = {
-                "cmc": [float(v) for v in result.cmc],
-                "mAP": result.mAP,
-                "mINP": result.mINP,
-                "num_valid": result.num_valid_queries,
-            }
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+    best, result = measure(
+        args.case, inputs, tuple(ids), device=device, repeats=args.repeats,
+        chunk_size=args.chunk_size,
+    )  # fmt: skip
+    if args.case == "loop":
+        metrics = result
+    else:
+        metrics = {
+            "cmc": [float(v) for v in result.cmc],
+            "mAP": result.mAP,
+            "mINP": result.mINP,
+            "num_valid": result.num_valid_queries,
+        }
     out.update(metrics, seconds=best, peak_rss_gib=peak_rss_gib())
     if device.type == "cuda":
         out["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -253,7 +263,8 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
 def spawn_case(case: str, size: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "benchmarks.speed.eval",
         "--case",
         case,
         "--size",
@@ -269,7 +280,7 @@ def spawn_case(case: str, size: str, args: argparse.Namespace) -> dict[str, Any]
     ]
     if args.chunk_size is not None:
         cmd += ["--chunk-size", str(args.chunk_size)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"case {case} at {size} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -394,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             *[f"- {line}" for line in checks],
             f"- {TORCHREID_NOTE}",
             "",
-            "Regenerate with `python benchmarks/eval_speed.py`.",
+            "Regenerate with `python -m benchmarks.speed.eval`.",
         ]
     )
     print(body)

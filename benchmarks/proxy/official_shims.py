@@ -1,9 +1,15 @@
 """Run the official PPLR trainer (``examples/train_pplr.py`` of yoonkicho/PPLR) on a CPU, on the
 proxy's data, with its method code untouched.
 
-This file is the child process of ``benchmarks/official_pplr.py``; it is not a project module
-and nothing of the official repository is copied here. The user gives a checkout of that
-repository; this process puts it on ``sys.path``, installs the shims below and executes the
+This module is the child process of ``benchmarks.proxy.official_pplr``, which runs it from the
+repository root as::
+
+    python -m benchmarks.proxy.official_shims --official-repo DIR --source-model RUN/last \\
+        --backbone resnet18 --pad 4 --interpolation bilinear [--camera-debias] -- ARGS...
+
+(``ARGS``: ``train_pplr.py``'s command line). It is not a project module and nothing of the
+official repository is copied here. The user gives a checkout of that repository; this process
+puts it on ``sys.path`` (its one ``sys.path`` change), installs the shims below and executes the
 official script as ``__main__`` with the official command line. Every shim replaces an
 environment piece (GPU, faiss, ImageNet weights, the data pipeline's sizes), none a line of the
 method (the trainer, AALS, PGLR, the cross agreement, the clustering loop):

@@ -5,9 +5,11 @@ dataset (``configs/synthetic_<method>.yaml``), once per setting, each in a fresh
 reports training images/s (``iters × batch / train time``) and the extract / cluster / train /
 eval split of the last epoch from the run's ``history.jsonl``. Run from the repository root:
 
-    python benchmarks/train_throughput.py                    # CPU, writes docs/benchmarks.md
-    python benchmarks/train_throughput.py --iters 2 --no-write   # quick check (default: 40)
-    python benchmarks/train_throughput.py --method dcls       # another method
+    python -m benchmarks.speed.train_throughput              # CPU, writes docs/benchmarks.md
+    python -m benchmarks.speed.train_throughput --iters 2 --no-write   # quick check (default: 40)
+    python -m benchmarks.speed.train_throughput --method dcls          # another method
+
+:func:`measure` is one setting's run.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import ROOT, machine, read_jsonl, write_section
 
 SETTINGS = {
     "fp32": [],
@@ -31,7 +31,8 @@ SETTINGS = {
 }
 
 
-def run(setting: str, args: argparse.Namespace, out: Path) -> dict:
+def measure(setting: str, args: argparse.Namespace, out: Path) -> dict:
+    """One ``reid_train`` run of ``setting`` into ``out``: its last epoch's throughput and times."""
     config = ROOT / "configs" / f"synthetic_{args.method}.yaml"
     cmd = [
         sys.executable, "-m", "reid_train", "--config", str(config), "--output-dir", str(out),
@@ -40,7 +41,7 @@ def run(setting: str, args: argparse.Namespace, out: Path) -> dict:
         f"optim.iters={args.iters}", "runtime.eval_every=1000", *SETTINGS[setting],
     ]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    history = read_jsonl(out / "history.jsonl")
     config_text = (out / "config.yaml").read_text()
     batch = int(next(ln for ln in config_text.splitlines() if "batch_size:" in ln).split(":")[1])
     last = history[-1]
@@ -69,15 +70,13 @@ def main() -> None:
             [sys.executable, "-m", "reid_eval", "make-synthetic", args.data_root, "--reuse"],
             check=True,
         )
-    from _report import machine, write_section
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:
-            rows.append(run(setting, args, Path(tmp) / setting.replace(" ", "_")))
+            rows.append(measure(setting, args, Path(tmp) / setting.replace(" ", "_")))
             print(json.dumps(rows[-1]), flush=True)
     lines = [
-        "## Training throughput (`benchmarks/train_throughput.py`)",
+        "## Training throughput (`python -m benchmarks.speed.train_throughput`)",
         "",
         f"Machine: {machine()}.",
         "",

@@ -7,7 +7,7 @@ this prints both rows' mAP (mean ± std over ``--seeds``), the row's paired gap 
 and each row's last-epoch cross agreement per part (mean over the seeds). From the repository
 root, for the 128×64 probe of docs/benchmarks.md:
 
-    python benchmarks/compare_runs.py benchmarks/results/synthetic_ablation_t0_s100.json \\
+    python -m benchmarks.proxy.compare_runs benchmarks/results/synthetic_ablation_t0_s100.json \\
         benchmarks/results/probe_128x64_t0_s100.json --labels 96x48 128x64 --seeds 1 2 3 \\
         --reference "baseline (part model)" --row "PPLR: AALS + PGLR"
 """
@@ -20,10 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from synthetic_ablation import mean_std, paired_ci  # noqa: E402
+from benchmarks.proxy.stats import mean_std, paired_ci
 
 
 def _by_seed(runs: list[dict], row: str, seeds: list[int]) -> dict[int, dict]:

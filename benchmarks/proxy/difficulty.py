@@ -8,7 +8,7 @@ docs/benchmarks.md (section ``synthetic-difficulty``). Neither trivial nor hopel
 no-training rows are far below 100 %, and what is learned on the training identities transfers
 to the disjoint test identities (the LDA row beats raw pixels).
 
-    python benchmarks/synthetic_difficulty.py [--seed 0] [--data-root DIR] [--no-write]
+    python -m benchmarks.proxy.difficulty [--seed 0] [--data-root DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -19,17 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _report import machine, write_section  # noqa: E402
-
-from reid_eval.baselines import BASELINES, evaluate_baseline  # noqa: E402
-from reid_eval.cli import format_metrics  # noqa: E402
-from reid_eval.datasets import SyntheticConfig, load_dataset, make_synthetic_dataset  # noqa: E402
-from reid_eval.datasets.base import ReIDDataset  # noqa: E402
-from reid_eval.distance import pairwise_distance  # noqa: E402
-from reid_eval.features import pixel_features  # noqa: E402
-from reid_eval.metrics import RankResult, evaluate_records  # noqa: E402
+from benchmarks.common import machine, write_section
+from reid_eval.baselines import BASELINES, evaluate_baseline
+from reid_eval.cli import format_metrics
+from reid_eval.datasets import SyntheticConfig, load_dataset, make_synthetic_dataset
+from reid_eval.datasets.base import ReIDDataset
+from reid_eval.distance import pairwise_distance
+from reid_eval.features import pixel_features
+from reid_eval.metrics import RankResult, evaluate_records
 
 CHANCE_ROW = "chance"
 CHANCE_TEXT = "random ranking (uniform random distances, seed 0)"
@@ -104,7 +101,7 @@ def main() -> int:
         "Models that need no deep training, on the query/gallery split of the default synthetic "
         f"dataset (seed {args.seed}); Euclidean distance, the standard protocol "
         "(same identity + same camera removed). Regenerate with "
-        "`python benchmarks/synthetic_difficulty.py`.",
+        "`python -m benchmarks.proxy.difficulty`.",
         "",
         f"Machine: {machine()}.",
         "",

@@ -1,7 +1,7 @@
 """The per-epoch non-training stage of PPLR (clustering + cross agreement), timed stage by stage.
 
 At Market-1501 (12,936) and MSMT17 (32,621) training-set sizes (``--sizes``), on clustered
-synthetic features (``benchmarks/clustering_scale.py``'s generator for the global features,
+synthetic features (``benchmarks.speed.clustering_scale``'s generator for the global features,
 seed 0; the parts: per-part identity centres + noise, same identities), ``--dim`` (2,048)
 global + ``--parts`` (3) × ``--dim`` part features, L2-normalised. Stages, as the engine runs
 them (``reid_train.engine`` → ``PPLR.prepare``):
@@ -9,12 +9,12 @@ them (``reid_train.engine`` → ``PPLR.prepare``):
 a. ``clustering``: ``dbscan_clustering(feats, eps, 4, k1=30, k2=6, sparse=<the engine's
    choice>, backend="torch")``; its kNN search alone (``knn_search(features, k=k1)``, the
    search it starts with) is timed once more afterwards and listed beside it
-   (``benchmarks/clustering_scale.py`` splits Jaccard and DBSCAN).
+   (``benchmarks.speed.clustering_scale`` splits Jaccard and DBSCAN).
 b. ``agreement``: ``reid_train.methods.pplr._reusable_ranking`` then
    ``cross_agreement(..., k=20, knn=reid_train.methods.pplr._knn, global_ranked=...)``, exactly
    as ``PPLR.prepare`` does: the clustering's ranked list serves as the global search.
 c. ``agreement-plain``: ``cross_agreement(feats, parts, k=20, knn=<plain matmul + topk>)``
-   (``benchmarks/knn_speed.py``'s ``plain_topk``): the baseline of speed target 2 (issue 15:
+   (``benchmarks.speed.knn``'s ``plain_topk``): the baseline of speed target 2 (issue 15:
    b ≥ 2× faster than c, identical scores). The two agreements are compared exactly.
 d. ``extraction`` (listed separately; ``--skip-extraction``): a ResNet-50 PPLR model
    (``build_model("pplr", "resnet50", pretrained=None)``; ``--backbone``) in eval mode,
@@ -36,19 +36,19 @@ knn=_knn)`` alone (all four searches: no clustering to reuse), at ``--sizes`` (d
 (target < 1 GiB).
 
 Speed target 4 (Jaccard + DBSCAN at 6,000 × 256 against a vectorised dense numpy
-implementation, ≥ 5×) is ``python benchmarks/knn_speed.py --jaccard-vs-dense``.
+implementation, ≥ 5×) is ``python -m benchmarks.speed.knn --jaccard-vs-dense``.
 
 Run from the repository root::
 
-    python benchmarks/epoch_overhead.py                        # section epoch-overhead
-    python benchmarks/epoch_overhead.py --device cuda          # section epoch-overhead-cuda
-    python benchmarks/epoch_overhead.py --agreement-only       # section epoch-overhead-agreement
-    python benchmarks/epoch_overhead.py --quick --no-write --json /tmp/e.json   # smoke test
+    python -m benchmarks.speed.epoch_overhead                  # section epoch-overhead
+    python -m benchmarks.speed.epoch_overhead --device cuda    # section epoch-overhead-cuda
+    python -m benchmarks.speed.epoch_overhead --agreement-only # section epoch-overhead-agreement
+    python -m benchmarks.speed.epoch_overhead --quick --no-write --json /tmp/e.json  # smoke test
 
 ``--quick``: 600 × 64-d features, 3 parts, no extraction (for the tests); ``--in-process``
 runs the stages in the driver's process (no subprocess start-up; each stage's memory figure then
 also counts what earlier stages left allocated). ``--json OUT`` also writes the figures as
-JSON.
+JSON. :func:`measure` is one stage, in the process that calls it.
 """
 
 from __future__ import annotations
@@ -70,8 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import ROOT, WorkingMemory, commit, machine, timed, write_section
 
 DEFAULT_SIZES = (12936, 32621)
 AGREEMENT_SIZES = (100000,)
@@ -89,7 +88,7 @@ TIME_TARGET_S, MEMORY_TARGET_GIB = 300.0, 1.0  # target 3, at 100k
 def make_epoch_features(n: int, dim: int, parts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Global ``[N, dim]`` (clustering_scale's generator) and part ``[N, parts, dim]`` unit
     features of the same identities (per-part centres, noisier than the global ones)."""
-    from clustering_scale import make_features
+    from benchmarks.speed.clustering_scale import make_features
 
     g, labels = make_features(n, dim, seed)
     rng = np.random.default_rng(seed + 1)
@@ -107,71 +106,24 @@ def make_epoch_features(n: int, dim: int, parts: int, seed: int) -> tuple[np.nda
     return g, p
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class Memory:
-    """Working memory of one stage: peak minus the memory held when it started (GiB)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset_ok = True
-
-    def start(self) -> None:
-        try:  # "5": reset the peak resident set size (Linux >= 4.0)
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            self.reset_ok = False
-        self.rss0 = _status_kib("VmRSS")
-        self.hwm0 = _status_kib("VmHWM")
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.gpu0 = torch.cuda.memory_allocated(self.device)
-
-    def stop(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "rss_start_gib": self.rss0 / 2**20,
-            "working_gib": max(0, _status_kib("VmHWM") - self.rss0) / 2**20,
-            # Without the reset the peak may predate the stage (making its inputs).
-            "peak_reset": self.reset_ok,
-        }
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            out["gpu_working_gib"] = (
-                torch.cuda.max_memory_allocated(self.device) - self.gpu0
-            ) / 2**30
-            out["gpu_inputs_gib"] = self.gpu0 / 2**30
-        return out
-
-
 def _timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[list[float], Any]:
     times, out = [], None
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        seconds, out = timed(fn, device)
+        times.append(seconds)
     return times, out
 
 
 def _plain_knn(x: torch.Tensor, m: int) -> torch.Tensor:
-    from knn_speed import plain_topk
+    from benchmarks.speed.knn import plain_topk
 
     return plain_topk(x, m)[1]
 
 
-def run_stage(stage: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(stage: str, args: argparse.Namespace) -> dict[str, Any]:
     """One stage in this (fresh) process; returns its figures."""
     device = torch.device(args.device)
-    mem = Memory(device)
+    mem = WorkingMemory(device)
     n = args.n
     if stage == "extraction":
         return _run_extraction(args, device, mem)
@@ -270,7 +222,7 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _run_extraction(args: argparse.Namespace, device: torch.device, mem: Memory) -> dict:
+def _run_extraction(args: argparse.Namespace, device: torch.device, mem: WorkingMemory) -> dict:
     from reid_backbones import build_model
 
     torch.manual_seed(args.seed)
@@ -322,12 +274,13 @@ def _run_extraction(args: argparse.Namespace, device: torch.device, mem: Memory)
 def _child(stage: str, n: int, args: argparse.Namespace, **paths: Path) -> dict[str, Any]:
     """Run one stage in a fresh process (in this one with ``--in-process``)."""
     if args.in_process:
-        out = run_stage(stage, argparse.Namespace(**{**vars(args), "n": n, **paths}))
+        out = measure(stage, argparse.Namespace(**{**vars(args), "n": n, **paths}))
         print(json.dumps(out), flush=True)
         return out
     cmd = [
-        sys.executable, __file__, "--stage", stage, "--n", str(n), "--dim", str(args.dim),
-        "--parts", str(args.parts), "--k", str(args.k), "--k1", str(args.k1),
+        sys.executable, "-m", "benchmarks.speed.epoch_overhead", "--stage", stage,
+        "--n", str(n), "--dim", str(args.dim), "--parts", str(args.parts),
+        "--k", str(args.k), "--k1", str(args.k1),
         "--k2", str(args.k2), "--eps", str(args.eps), "--seed", str(args.seed),
         "--device", args.device, "--repeats", str(args.repeats),
         "--extract-batch", str(args.extract_batch),
@@ -337,7 +290,7 @@ def _child(stage: str, n: int, args: argparse.Namespace, **paths: Path) -> dict[
     ]  # fmt: skip
     for name, path in paths.items():
         cmd += [f"--{name}", str(path)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"stage {stage} at N={n} failed:\n{done.stderr[-4000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -355,8 +308,6 @@ def _compare(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
 
 
 def drive(args: argparse.Namespace) -> dict[str, Any]:
-    from _report import machine
-
     results = []
     for n in args.sizes:
         entry: dict[str, Any] = {"n": n, "stages": {}}
@@ -386,7 +337,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
-        "commit": _commit(),
+        "commit": commit() or "unknown",
         "mode": "agreement-only" if args.agreement_only else "epoch",
         "config": {
             "dim": args.dim,
@@ -433,7 +384,8 @@ def table(report: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     if report["mode"] == "agreement-only":
         lines = [
-            "## Cross agreement at scale (`benchmarks/epoch_overhead.py --agreement-only`)",
+            "## Cross agreement at scale (`python -m benchmarks.speed.epoch_overhead "
+            "--agreement-only`)",
             "",
             *head,
             f"`cross_agreement(feats, parts, k={cfg['k']}, knn=reid_train.methods.pplr._knn)`: "
@@ -452,7 +404,7 @@ def table(report: dict[str, Any], args: argparse.Namespace) -> str:
             )
         return "\n".join(lines)
     lines = [
-        "## Per-epoch overhead of PPLR (`benchmarks/epoch_overhead.py`)",
+        "## Per-epoch overhead of PPLR (`python -m benchmarks.speed.epoch_overhead`)",
         "",
         *head,
         f"Stages as the engine runs them: `clustering` = `dbscan_clustering(eps={cfg['eps']}, "
@@ -501,13 +453,6 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "NO"
 
 
-def _commit() -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-    )  # fmt: skip
-    return proc.stdout.strip() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+")
@@ -550,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     args.sizes = args.sizes or list(AGREEMENT_SIZES if args.agreement_only else DEFAULT_SIZES)
     args.dim = args.dim or 2048
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args)))
+        print(json.dumps(measure(args.stage, args)))
         return 0
 
     report = drive(args)
@@ -559,8 +504,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.write:
-        from _report import write_section
-
         section = "epoch-overhead-agreement" if args.agreement_only else "epoch-overhead"
         if args.device.startswith("cuda"):
             section += "-cuda"

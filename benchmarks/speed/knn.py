@@ -10,7 +10,7 @@ untimed warm-up call of each; the table gives the median and min–max of each a
 the medians. ``contended`` starts a second process on the same cores for the duration (a
 CPU-bound float32 matmul loop with as many torch threads as this process, ended afterwards); its
 iterations per second are reported with the quiet rate of the same loop for comparison. The
-features are clustered synthetic unit vectors (``benchmarks/clustering_scale.py``'s generator:
+features are clustered synthetic unit vectors (``benchmarks.speed.clustering_scale``'s generator:
 identities of ~17 images in look-alike families), seed 0. ``k = 31`` by default (the
 clustering's ``k1 = 30`` plus one). The plain search's blocks are at most ``--block-mib`` MiB
 (256) of similarities. Both return the same neighbours except at ties (``topk`` picks an
@@ -21,16 +21,17 @@ the largest gap between the two searches' k-th similarities (a tie or near-tie w
 ``--jaccard-vs-dense`` instead measures target 4: Jaccard + DBSCAN at 6,000 × 256 (k1 = 30,
 k2 = 6, eps = 0.5, min_samples = 4): ``dbscan_pseudo_labels`` against a vectorised dense numpy
 implementation (:func:`dense_numpy_jaccard` + scikit-learn's DBSCAN on the dense matrix), target
-**≥ 5×**, and whether their labels are identical. (``benchmarks/clustering_scale.py`` compares
-against the loop-based reference ``reid_clustering._reference``, at 2,048-d, not this.)
+**≥ 5×**, and whether their labels are identical. (``benchmarks.speed.clustering_scale``
+compares against the loop-based reference ``reid_clustering._reference``, at 2,048-d, not this.)
 
 Run from the repository root (the sizes and conditions of the issue by default)::
 
-    python benchmarks/knn_speed.py                      # writes section knn-speed
-    python benchmarks/knn_speed.py --jaccard-vs-dense   # writes section jaccard-vs-dense
-    python benchmarks/knn_speed.py --sizes 600:64 --repeats 2 --no-write --json /tmp/k.json
+    python -m benchmarks.speed.knn                      # writes section knn-speed
+    python -m benchmarks.speed.knn --jaccard-vs-dense   # writes section jaccard-vs-dense
+    python -m benchmarks.speed.knn --sizes 600:64 --repeats 2 --no-write --json /tmp/k.json
 
-``--json OUT`` also writes the figures as JSON.
+``--json OUT`` also writes the figures as JSON. :func:`measure` is one size and condition of
+the kNN comparison, :func:`measure_jaccard` the Jaccard + DBSCAN one.
 """
 
 from __future__ import annotations
@@ -49,12 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from clustering_scale import make_features  # noqa: E402
-
-from reid_clustering import SPARSE_THRESHOLD, dbscan_pseudo_labels, knn_search  # noqa: E402
+from benchmarks.common import commit, machine, timed, write_section
+from benchmarks.speed.clustering_scale import make_features
+from reid_clustering import SPARSE_THRESHOLD, dbscan_pseudo_labels, knn_search
 
 DEFAULT_SIZES = ("6000:256", "12936:2048")
 TARGET_RATIO = 1.5
@@ -103,17 +101,8 @@ def plain_topk(
     return torch.cat(values), torch.cat(indices)
 
 
-def _sync(x: torch.Tensor) -> None:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-
-
 def _timed(fn: Callable[[], Any], x: torch.Tensor) -> tuple[float, Any]:
-    _sync(x)
-    start = time.perf_counter()
-    out = fn()
-    _sync(x)
-    return time.perf_counter() - start, out
+    return timed(fn, x.device)
 
 
 def neighbour_agreement(
@@ -188,7 +177,8 @@ def quiet_busy_rate(threads: int, seconds: float = 2.0) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def measure_knn(n: int, dim: int, args: argparse.Namespace, condition: str) -> dict[str, Any]:
+def measure(n: int, dim: int, args: argparse.Namespace, condition: str) -> dict[str, Any]:
+    """knn_search against the plain search at N × D in ``condition`` (quiet or contended)."""
     x = torch.from_numpy(make_features(n, dim, args.seed)[0])
     k = args.k
 
@@ -233,10 +223,8 @@ def measure_knn(n: int, dim: int, args: argparse.Namespace, condition: str) -> d
 
 
 def knn_table(rows: list[dict[str, Any]], args: argparse.Namespace, extra: dict) -> str:
-    from _report import machine
-
     lines = [
-        "## kNN search against a plain matmul + topk (`benchmarks/knn_speed.py`"
+        "## kNN search against a plain matmul + topk (`python -m benchmarks.speed.knn`"
         + (" --indices-only)" if args.indices_only else ")"),
         "",
         f"Machine: {machine()}.",
@@ -272,7 +260,7 @@ def knn_table(rows: list[dict[str, Any]], args: argparse.Namespace, extra: dict)
             f"{r['max_kth_gap']:.1e} | "
             f"{_rate(r['busy_rate'])} |"
         )
-    lines += ["", f"Measured {time.strftime('%Y-%m-%d')}, commit {_commit()}."]
+    lines += ["", f"Measured {time.strftime('%Y-%m-%d')}, commit {commit() or 'unknown'}."]
     return "\n".join(lines)
 
 
@@ -383,14 +371,12 @@ def measure_jaccard(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def jaccard_table(r: dict[str, Any], args: argparse.Namespace) -> str:
-    from _report import machine
-
     def cell(times: list[float], med: float) -> str:
         return f"{med:.2f} ({min(times):.2f}–{max(times):.2f})"
 
     return "\n".join(
         [
-            "## Jaccard + DBSCAN against dense numpy (`benchmarks/knn_speed.py "
+            "## Jaccard + DBSCAN against dense numpy (`python -m benchmarks.speed.knn "
             "--jaccard-vs-dense`)",
             "",
             f"Machine: {machine()}.",
@@ -399,7 +385,7 @@ def jaccard_table(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"k2 = {r['k2']}, DBSCAN eps = {r['eps']}, min_samples = 4. `ours`: "
             "`dbscan_pseudo_labels(x, eps, 4, k1, k2)` (its default path at this size: "
             f"{'sparse radius graph' if r['sparse_path'] else 'dense Jaccard matrix'}); "
-            "`dense numpy`: `benchmarks/knn_speed.py`'s `dense_numpy_jaccard` (the same "
+            "`dense numpy`: `benchmarks/speed/knn.py`'s `dense_numpy_jaccard` (the same "
             "definition with dense N × N numpy arrays, vectorised) + scikit-learn's DBSCAN on "
             f"the matrix. Both include the kNN search; {args.repeats} runs each, interleaved, "
             "after one warm-up each; median (min–max) seconds. Target: ≥ "
@@ -413,7 +399,7 @@ def jaccard_table(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"{'yes' if r['target_met'] else 'NO'} | {r['labels_identical']} | "
             f"{r['ari']:.4f} | {r['clusters']:,} | {r['outliers']:,} |",
             "",
-            f"Measured {time.strftime('%Y-%m-%d')}, commit {_commit()}.",
+            f"Measured {time.strftime('%Y-%m-%d')}, commit {commit() or 'unknown'}.",
         ]
     )
 
@@ -423,13 +409,6 @@ def jaccard_table(r: dict[str, Any], args: argparse.Namespace) -> str:
 
 def _rate(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
-
-
-def _commit() -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-    )  # fmt: skip
-    return proc.stdout.strip() or "unknown"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -473,12 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--no-write", dest="write", action="store_false")
     args = parser.parse_args(argv)
-    from _report import machine, write_section
-
     result: dict[str, Any] = {
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),
-        "commit": _commit(),
+        "commit": commit() or "unknown",
     }
     if args.jaccard_vs_dense:
         row = measure_jaccard(args)
@@ -496,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         for condition in args.conditions:
             for size in args.sizes:
                 n, dim = _size(size)
-                rows.append(measure_knn(n, dim, args, condition))
+                rows.append(measure(n, dim, args, condition))
                 print(json.dumps(rows[-1]), flush=True)
         result["rows"] = rows
         body = knn_table(rows, args, result)

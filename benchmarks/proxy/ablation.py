@@ -16,11 +16,11 @@ Each run is a fresh ``python -m reid_train`` process with its own folder under
 ``--workdir/t{TARGET}_s{SOURCE}/``; finished runs are reused, an unfinished one is redone, so an
 interrupted sweep continues where it stopped. Run from the repository root:
 
-    python benchmarks/synthetic_ablation.py                      # all rows, default seeds
-    python benchmarks/synthetic_ablation.py --rows supervised baseline --seeds 1 2 3 \\
+    python -m benchmarks.proxy.ablation                        # all rows, default seeds
+    python -m benchmarks.proxy.ablation --rows supervised baseline --seeds 1 2 3 \\
         --target-seed 1 --source-seed 101 --json runs/proxy_t1.json      # another seed pair
-    python benchmarks/synthetic_ablation.py --no-write            # print only
-    python benchmarks/synthetic_ablation.py --workdir /tmp/ablation_smoke --seeds 1 \\
+    python -m benchmarks.proxy.ablation --no-write              # print only
+    python -m benchmarks.proxy.ablation --workdir /tmp/ablation_smoke --seeds 1 \\
         --rows supervised baseline --no-write --extra optim.epochs=1 optim.iters=2 \\
         data.batch_size=8 data.synthetic_options.num_train_ids=16 \\
         data.synthetic_options.num_test_ids=8                      # a smoke test, about 1 min
@@ -36,212 +36,34 @@ the sweep, and a dataset folder of other generator options too).
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import shutil
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+from benchmarks.common import ROOT, machine, write_section
+from benchmarks.proxy.rows import ABLATION_ROWS, SOURCE_CONFIG, Row, slug
+from benchmarks.proxy.runs import (
+    BUDGET,
+    add_extra_argument,
+    drop_checkpoints,
+    epochs_of,
+    finished,
+    make_data,
+    optim_of,
+    reid_train,
+    source_model,
+    write_runs,
+)
+from benchmarks.proxy.stats import mean_std, paired_ci
 
-from _report import machine, write_section  # noqa: E402
-
-#: What every run adds to its config: one evaluation, after the last epoch, and nothing else.
-BUDGET = [
-    "runtime.eval_every=0",
-    "runtime.save_every=0",
-    "runtime.plots=false",
-    "runtime.tensorboard=false",
-]
-SOURCE_CONFIG = "configs/synthetic_source.yaml"
-BASELINE = "configs/synthetic_baseline.yaml"
-PPLR = "configs/synthetic_pplr.yaml"
-DCLS = "configs/synthetic_dcls.yaml"
-CLUSTER_CONTRAST = "configs/synthetic_cluster_contrast.yaml"
 #: The regime's properties (fixed before any method comparison; never retuned after one).
 MIN_SUPERVISED_MAP = 60.0
 MIN_BASELINE_FRACTION = 0.5
 MIN_FINAL_F1 = 0.5
 CLUSTER_RATIO = (0.7, 1.3)
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    config: str
-    overrides: tuple[str, ...] = field(default=())
-    core: bool = False
-
-
-NO_PART_REFINEMENT = ("method.use_aals=false", "method.use_pglr=false", "method.part_epsilon=0.0")
-ROWS = [
-    Row("supervised", BASELINE, ("cluster.labels=ground_truth",), core=True),
-    Row("baseline", BASELINE, ("method.global_epsilon=0.0",), core=True),
-    Row("baseline (part model)", PPLR, NO_PART_REFINEMENT, core=True),
-    Row("baseline + constant LS", BASELINE, ("method.global_epsilon=0.1",)),
-    Row("PPLR: AALS only", PPLR, ("method.use_pglr=false",), core=True),
-    Row("PPLR: PGLR only", PPLR, ("method.use_aals=false", "method.part_epsilon=0.0"), core=True),
-    Row("PPLR: AALS + PGLR", PPLR, core=True),
-    Row("PPLR + camera", "configs/synthetic_pplr_cam.yaml"),
-    Row(
-        "DCLS: LS'_l only", DCLS, ("method.local_smoothing=initial", "method.global_smoothing=none")
-    ),  # fmt: skip
-    Row("DCLS: LS''_l only", DCLS, ("method.local_smoothing=dcls", "method.global_smoothing=none")),
-    Row(
-        "DCLS: LS_g only",
-        DCLS,
-        ("method.local_smoothing=none", "method.global_smoothing=dcls"),
-        core=True,
-    ),  # fmt: skip
-    Row("DCLS: full", DCLS, core=True),
-    Row("DCLS: non-cross", DCLS, ("method.guidance=non_cross",)),
-    Row("DCLS: CBAM attention", DCLS, ("model.attention=cbam",)),
-    Row("DCLS: ECA attention", DCLS, ("model.attention=eca",)),
-    Row("DCLS: no attention", DCLS, ("model.attention=none",)),
-    Row("Cluster Contrast", CLUSTER_CONTRAST),
-]
+ROWS = ABLATION_ROWS
 ROW_NAMES = [r.name for r in ROWS]
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
-
-
-def reid_train(config: str, out: Path, overrides: list[str]) -> None:
-    """One training run in a fresh process; raises with its output tail when it fails."""
-    cmd = [sys.executable, "-m", "reid_train", "--config", config, "--output-dir", str(out)]
-    cmd.append("--overwrite")  # an unfinished run of an interrupted sweep is redone
-    proc = subprocess.run(cmd + overrides, cwd=ROOT, capture_output=True, text=True, check=False)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stdout.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd + overrides)} failed:\n{proc.stderr[-3000:]}")
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def finished(out: Path, epochs: int, optim: dict | None = None) -> dict | None:
-    """The run's record for --json, or None if it did not finish.
-
-    ``optim``: the schedule the run must have used (the config's ``optim`` section); a finished
-    run with another one belongs to another regime and stops the sweep rather than being reused.
-    """
-    if optim is not None and (out / "config.yaml").exists():
-        import yaml
-
-        used = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("optim", {})
-        differs = {k: (used.get(k), v) for k, v in optim.items() if used.get(k) != v}
-        if differs:
-            raise SystemExit(
-                f"{out} was trained with another schedule (optim {differs}, as (run, config)): "
-                "it belongs to another regime; use a new --workdir (or remove that run)"
-            )
-    try:
-        metrics, history = _lines(out / "metrics.jsonl"), _lines(out / "history.jsonl")
-    except FileNotFoundError:
-        return None
-    last = [m for m in metrics if m["epoch"] == epochs - 1]
-    if not last or len(history) < epochs:
-        return None
-    epochs_out = []
-    for h in history:
-        q = h.get("quality", {})
-        epochs_out.append({
-            "epoch": h["epoch"], "clusters": h["clusters"],
-            "true_identities": q.get("true_identities"), "pairwise_f1": q.get("pairwise_f1"),
-            "pairwise_precision": q.get("pairwise_precision"), "nmi": q.get("nmi"),
-            "agreement": h.get("agreement") or [], "beta": h.get("beta") or [],
-            "losses": h.get("losses", {}),
-        })  # fmt: skip
-    compute = sum(sum(h["times"].values()) for h in history)
-    return {
-        "mAP": 100 * last[-1]["mAP"], "rank1": 100 * last[-1]["rank1"], "epochs": epochs_out,
-        "compute_s": compute,
-    }  # fmt: skip
-
-
-def epochs_of(config: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
-    """``optim.epochs`` of a config (with ``overrides``)."""
-    from reid_train.config import load_config
-
-    return load_config(ROOT / config, overrides).optim.epochs
-
-
-def optim_of(config: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """The ``optim`` section of a config (with ``overrides``), as its run's ``config.yaml``
-    records it."""
-    from dataclasses import asdict
-
-    from reid_train.config import load_config
-
-    optim = load_config(ROOT / config, overrides).optim
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(optim).items()}
-
-
-def make_data(
-    path: Path, seed: int, source: bool, overrides: list[str] | tuple[str, ...] = ()
-) -> Path:
-    """The target (or source) dataset of the proxy: ``seed`` and the generator options of the
-    target configs (the generator's defaults) or of the source config, with ``overrides`` (the
-    ``--extra`` ones: ``data.synthetic_options.*`` reach the runs too); an existing folder must
-    hold exactly that dataset."""
-    from reid_eval.datasets import make_synthetic_dataset, synthetic_mismatch
-    from reid_train.config import load_config
-
-    config = load_config(ROOT / (SOURCE_CONFIG if source else BASELINE), overrides)
-    wanted = _synthetic_config(config.data.synthetic_options)
-    if not (path / "synthetic.json").exists():
-        make_synthetic_dataset(path, seed=seed, config=wanted)
-    differs = synthetic_mismatch(path, seed, wanted)
-    if differs is not None:
-        raise SystemExit(
-            f"{path} holds another synthetic dataset ({differs}): its runs belong to another "
-            "regime; use a new --workdir (or remove that folder)"
-        )
-    return path
-
-
-def drop_checkpoints(out: Path) -> None:
-    """A finished row run keeps its records and ``last`` checkpoint only (the sweep's disk)."""
-    for name in ("best", "state"):
-        shutil.rmtree(out / name, ignore_errors=True)
-
-
-def _synthetic_config(options: dict):  # noqa: ANN202
-    from reid_eval.datasets import SyntheticConfig
-
-    return SyntheticConfig(**options)
-
-
-def source_model(
-    work: Path, source_seed: int, extra: list[str], only_finished: bool, given: Path | None = None
-) -> Path:
-    """The supervised source run of ``work`` (the stand-in for ImageNet weights), trained on
-    the source dataset of ``source_seed`` unless finished; or ``given``, a finished source run of
-    the same schedule. ``extra``: the ``--extra`` overrides, which reach the source run too."""
-    schedule = (epochs_of(SOURCE_CONFIG, extra), optim_of(SOURCE_CONFIG, extra))
-    if given is not None:
-        if finished(given, *schedule) is None:
-            raise SystemExit(f"--source-model {given} is not a finished source run")
-        return given
-    source = make_data(work / "data_source", source_seed, source=True, overrides=extra)
-    pre = work / "source_model"
-    if finished(pre, *schedule) is None:
-        if only_finished:
-            raise SystemExit(f"--only-finished: no finished source model in {pre}")
-        print(f"supervised source model on {source} (seed {source_seed})", flush=True)
-        reid_train(SOURCE_CONFIG, pre, [
-            *BUDGET, f"data.data_root={source}", f"data.synthetic_seed={source_seed}", *extra,
-        ])  # fmt: skip
-    return pre
 
 
 def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]:
@@ -279,25 +101,6 @@ def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]
                 )
             results[row.name].append({"row": row.name, "seed": seed, **done})
     return results
-
-
-def mean_std(values: list[float], digits: int = 1) -> str:
-    """mean ± sample standard deviation; one value has no spread and is shown alone."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def paired_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Mean of a − b and its 95 % t interval (pairs by position)."""
-    from scipy import stats
-
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
 
 
 def ablation_table(results: dict[str, list[dict]]) -> str:
@@ -401,19 +204,6 @@ def regime_properties(results: dict[str, list[dict]]) -> tuple[list[str], bool]:
     )
 
 
-def add_extra_argument(parser: argparse.ArgumentParser) -> None:
-    """``--extra KEY=VALUE ...``, the option both evidence scripts share."""
-    parser.add_argument(
-        "--extra",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides added to every run, the source run and the generated datasets too "
-        "(a smoke test: optim.epochs=1 optim.iters=2 data.batch_size=8 "
-        "data.synthetic_options.num_train_ids=16 ...); use another --workdir",
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target-seed", type=int, default=0)
@@ -450,9 +240,7 @@ def main() -> int:
     results = run_pair(args, rows)
     runs = [r for rs in results.values() for r in rs]
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_runs(args.json, runs, merge=False)
     table = ablation_table(results)
     diagnostics = diagnostics_table(results)
     props, ok = regime_properties(results)
@@ -480,7 +268,7 @@ Every row: ResNet-18 from the supervised source model (`{SOURCE_CONFIG}`, traine
 dataset only), then the row's `configs/synthetic_*.yaml` on the target without its labels
 (`supervised`: with them, same budget); one evaluation after the last epoch. Δ is the paired
 difference to `baseline` over the same seeds, with a 95 % t interval. F1 and clusters: the last
-epoch's pseudo labels. Regenerate with `python benchmarks/synthetic_ablation.py`; the runs took
+epoch's pseudo labels. Regenerate with `python -m benchmarks.proxy.ablation`; the runs took
 {compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
 machine and any pause of the sweep; median run {median_run:.0f} s; this invocation
 ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already
