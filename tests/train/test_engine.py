@@ -14,7 +14,7 @@ import reid_train.engine as engine_module
 from reid_backbones import load_checkpoint, load_safetensors
 from reid_train.cli import main
 from reid_train.config import ConfigError, load_config
-from reid_train.engine import Trainer, TrainingDivergedError
+from reid_train.engine import Trainer, TrainingDivergedError, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -331,3 +331,58 @@ def test_train_log_holds_every_line_of_a_batch_job(
     assert any("clusters" in x and "outliers" in x for x in lines)  # the epoch line
     assert any("mAP" in x and "Rank-1" in x for x in lines)  # the evaluation line
     assert "epoch 0 iter 2/2" in capsys.readouterr().out  # no terminal: printed too
+
+
+def test_trackers_are_checked_before_the_run_folder_and_get_every_scalar(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runtime.log_with opens Accelerate's tracker classes: a missing package is refused before
+    anything is written; an installed one gets the config once and the epoch's scalars."""
+    import accelerate.tracking as tracking
+
+    with pytest.raises(ConfigError, match="not a tracker of Accelerate"):
+        tiny(synthetic_root, "runtime.log_with=[tensorbored]")
+    monkeypatch.setattr(tracking, "get_available_trackers", lambda: [])
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"log_with names 'wandb' .* pip install wandb"):
+        Trainer(tiny(synthetic_root, "runtime.log_with=[wandb]"), out)
+    with pytest.raises(ConfigError, match=r"tensorboard=true .* \"reid-train\[tensorboard\]\""):
+        Trainer(tiny(synthetic_root, "runtime.tensorboard=true"), out)
+    assert not out.exists()
+
+    calls: list[tuple] = []
+
+    class FakeTracker(tracking.GeneralTracker):
+        name, requires_logging_directory = "wandb", False
+
+        def __init__(self, run_name: str, **kwargs: object) -> None:
+            super().__init__()
+            calls.append(("init", run_name, kwargs))
+
+        @property
+        def tracker(self) -> None:
+            return None
+
+        def start(self) -> None:
+            calls.append(("start",))
+
+        def store_init_configuration(self, values: dict) -> None:
+            calls.append(("config", values))
+
+        def log(self, values: dict, step: int | None = None, **kwargs: object) -> None:
+            calls.append(("log", step, values))
+
+        def finish(self) -> None:
+            calls.append(("finish",))
+
+    monkeypatch.setattr(tracking, "get_available_trackers", lambda: ["wandb"])
+    monkeypatch.setitem(tracking.LOGGER_TYPE_TO_CLASS, "wandb", FakeTracker)
+    cfg = tiny(synthetic_root, "optim.epochs=1", "runtime.log_with=[wandb]", "runtime.plots=false",
+               "runtime.tensorboard=false")  # fmt: skip
+    train(cfg, out)
+    assert calls[0] == ("init", "reid-train", {"name": "run"}) and calls[1] == ("start",)
+    assert calls[2][0] == "config" and calls[2][1]["method.name"] == "pplr"
+    logged = [c for c in calls if c[0] == "log"]
+    assert any({"loss/global_ce", "pseudo_labels/clusters", "lr"} <= set(c[2]) for c in logged)
+    assert any("eval/mAP" in c[2] for c in logged) and calls[-1] == ("finish",)
+    assert {c[1] for c in logged} == {0}  # the epoch is the step

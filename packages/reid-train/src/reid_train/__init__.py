@@ -17,7 +17,7 @@ imported on first use, so that ``import reid_train`` does not load Accelerate. B
 * :mod:`reid_train.label_noise` — controlled label noise (``cluster.labels:
   noisy_ground_truth``).
 
-Beside the epoch loop of :mod:`reid_train.engine`: :mod:`reid_train.extraction` (sharded feature
+Beside the epoch loop of :mod:`reid_train.engine`: :mod:`reid_train.distributed` (sharded feature
 extraction and gathering), :mod:`reid_train.run_folder` (what a
 run writes into its folder, and the folder's rules), :mod:`reid_train.reporting` (console,
 TensorBoard, plots).

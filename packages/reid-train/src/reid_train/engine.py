@@ -24,7 +24,7 @@ An epoch (docs/design.md, "One training epoch"), recorded in one
    ``metrics.jsonl``), the epoch's ``history.jsonl`` line, ``last/`` and ``state/`` for
    ``--resume`` (written to a temporary folder and renamed).
 
-Beside it: :mod:`reid_train.extraction` (sharded extraction, gathering, broadcasts),
+Beside it: :mod:`reid_train.distributed` (sharded extraction, gathering, broadcasts),
 :mod:`reid_train.run_folder` (the run folder's files and rules),
 :mod:`reid_train.reporting` (console, warnings, TensorBoard, plots).
 """
@@ -54,15 +54,15 @@ from reid_eval import (
 )
 from reid_eval.datasets import SyntheticConfig, synthetic_families, synthetic_mismatch
 
-from .config import ConfigError, TrainConfig, split_batch
+from .config import ConfigError, TrainConfig, config_to_dict, split_batch
 from .data import build_train_loader, record_ids
+from .distributed import broadcast_from_main, broadcast_tensors, extract_features
 from .epoch import EpochRecord
-from .extraction import broadcast_from_main, broadcast_tensors, extract_features
 from .hooks import EvaluationHook, Hook, default_hooks, due
 from .methods import Method
 from .methods import get as get_method
 from .pseudo_labels import PseudoLabeler, ground_truth_labels
-from .reporting import Reporter
+from .reporting import Reporter, tracker_names
 from .run_folder import (
     LOG_FILE,
     STATE_DIR,
@@ -114,7 +114,8 @@ class Trainer:
         self.acc = accelerator or Accelerator(
             mixed_precision=config.runtime.mixed_precision, cpu=not torch.cuda.is_available()
         )
-        self.report = Reporter(self.acc.is_main_process)  # console, warnings, TensorBoard
+        self.report = Reporter(self.acc.is_main_process)  # console, warnings, trackers
+        trackers = tracker_names(config.runtime.tensorboard, config.runtime.log_with)
         batch = split_batch(config, self.acc.num_processes)  # data.global_batch_size
         self._lock: RunLock | None = None
         self.hooks = default_hooks() if hooks is None else hooks
@@ -156,7 +157,7 @@ class Trainer:
         except BaseException:
             self.close()
             raise
-        self.report.open_tensorboard(config.runtime.tensorboard, self.out / "tensorboard")
+        self.report.open_trackers(trackers, self.out, config_to_dict(config))
         self.labeler = PseudoLabeler(
             config, self.train_pids, self.train_camids, self._families, self._print, self._warn
         )
@@ -352,7 +353,7 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """``(global [N, D], parts [N, P, D] | None, valid [N])`` of ``records`` on the training
         device, every process its shard, gathered on all
-        (:func:`reid_train.extraction.extract_features`)."""
+        (:func:`reid_train.distributed.extract_features`)."""
         return extract_features(self.acc, self.net, records, self.cfg, parts, **loader_options)
 
     def _broadcast(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""What a run tells its user: console lines, warnings, TensorBoard scalars and the end-of-run
-plots. Only the main process reports; on the others every call does nothing.
+"""What a run tells its user: console lines, warnings, the scalars of its experiment trackers
+(TensorBoard, W&B, MLflow, ... through Accelerate's tracker classes) and the end-of-run plots.
+Only the main process reports; on the others every call does nothing.
 
 The files of the run folder (``history.jsonl``, ``metrics.jsonl``, checkpoints) are written by
 :mod:`reid_train.run_folder`; this module only formats and shows.
@@ -22,15 +23,26 @@ from .run_folder import HISTORY_FILE
 if TYPE_CHECKING:
     from .epoch import EpochRecord
 
-__all__ = ["LOGGER", "Reporter", "epoch_line", "epoch_scalars", "evaluation_line"]
+__all__ = [
+    "LOGGER",
+    "Reporter",
+    "epoch_line",
+    "epoch_scalars",
+    "evaluation_line",
+    "tracker_names",
+]
 
 #: The run's logger: ``train.log`` in the run folder gets every console line, warning and
 #: iteration line (main process).
 LOGGER = logging.getLogger("reid_train")
 
 
+#: The pip requirement that provides each tracker of ``runtime.log_with``.
+_TRACKER_PACKAGES = {"tensorboard": '"reid-train[tensorboard]"', "comet_ml": "comet-ml"}
+
+
 class Reporter:
-    """The console, warnings and TensorBoard writer of one run.
+    """The console, warnings and experiment trackers of one run.
 
     Args:
         is_main: whether this is the main process (the others report nothing).
@@ -38,7 +50,8 @@ class Reporter:
 
     def __init__(self, is_main: bool) -> None:
         self.is_main = is_main
-        self.tensorboard: Any = None  # a SummaryWriter once :meth:`open_tensorboard` opened one
+        #: The open trackers (``accelerate.tracking.GeneralTracker`` instances), by name.
+        self.trackers: dict[str, Any] = {}
         self._log: logging.Handler | None = None
 
     def open_log(self, path: Path) -> None:
@@ -84,53 +97,97 @@ class Reporter:
         if not sys.stdout.isatty():
             print(text, flush=True)
 
-    def open_tensorboard(self, wanted: bool | None, log_dir: Path) -> None:
-        """Open the TensorBoard writer (``runtime.tensorboard``: None = when the package is
-        installed, True = required, False = never)."""
-        if wanted is False or not self.is_main:
+    def open_trackers(self, names: list[str], run_dir: Path, config: dict[str, Any]) -> None:
+        """Start the trackers ``names`` (:func:`tracker_names`) and give each the resolved
+        ``config`` (nested sections, flattened to ``section.key``). A tracker that writes files
+        writes them to ``run_dir/<name>``; the others log to project ``reid-train`` under the
+        run folder's name."""
+        if not self.is_main:
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            if wanted:
-                raise ConfigError(
-                    "runtime.tensorboard=true but the tensorboard package is not installed: "
-                    'pip install "reid-train[tensorboard]" (or set runtime.tensorboard=false)'
-                ) from None
-            return
-        self.tensorboard = SummaryWriter(log_dir=str(log_dir))
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        flat = {
+            f"{section}.{key}": value if isinstance(value, (bool, int, float, str)) else str(value)
+            for section, values in config.items()
+            for key, value in values.items()
+        }
+        for name in names:
+            cls = LOGGER_TYPE_TO_CLASS[name]
+            if cls.requires_logging_directory:
+                tracker = cls(name, run_dir)  # run_dir/<name>
+            else:
+                tracker = cls("reid-train", **_RUN_NAME_KWARGS.get(name, dict)(run_dir.name))
+            tracker.start()
+            tracker.store_init_configuration(flat)
+            self.trackers[name] = tracker
+
+    def _log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        for tracker in self.trackers.values():
+            tracker.log(scalars, step=step)
 
     def epoch(self, summary: EpochRecord) -> None:
-        """The epoch's console line and its TensorBoard scalars."""
+        """The epoch's console line and its tracker scalars."""
         if not self.is_main:
             return
         self.say(epoch_line(summary))
-        if self.tensorboard is not None:
-            for tag, value in epoch_scalars(summary).items():
-                self.tensorboard.add_scalar(tag, value, summary.epoch)
-            self.tensorboard.flush()
+        self._log_scalars(epoch_scalars(summary), summary.epoch)
 
     def evaluation(self, record: dict[str, Any]) -> None:
-        """An evaluation's TensorBoard scalars and console line (``record``: a line of
+        """An evaluation's tracker scalars and console line (``record``: a line of
         ``metrics.jsonl``, with ``best_mAP`` and ``best_epoch``)."""
         if not self.is_main:
             return
-        if self.tensorboard is not None:
-            for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
-                if key in record:
-                    self.tensorboard.add_scalar(f"eval/{key}", record[key], record["epoch"])
+        scalars = {f"eval/{k}": record[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")
+                   if k in record}  # fmt: skip
+        self._log_scalars(scalars, record["epoch"])
         self.say(evaluation_line(record))
 
     def finish(self, run_dir: Path, plots: bool) -> None:
-        """Close the TensorBoard writer; draw the run's plots (``runtime.plots``) when the run
-        has a ``history.jsonl``."""
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
+        """Close the trackers; draw the run's plots (``runtime.plots``) when the run has a
+        ``history.jsonl``."""
+        for tracker in self.trackers.values():
+            tracker.finish()
+        self.trackers = {}
         if plots and self.is_main and (run_dir / HISTORY_FILE).exists():
             from .plots import plot_run
 
             plot_run(run_dir)
+
+
+#: How a tracker that writes no files is told the run's name (the run folder's).
+_RUN_NAME_KWARGS: dict[str, Any] = {
+    "wandb": lambda name: {"name": name},
+    "mlflow": lambda name: {"run_name": name},
+}
+
+
+def tracker_names(tensorboard: bool | None, log_with: list[str]) -> list[str]:
+    """The trackers a run opens: TensorBoard by ``runtime.tensorboard`` (None = when its
+    package is installed, True = required, False = never) and every tracker of
+    ``runtime.log_with`` (required), each once.
+
+    Raises:
+        ConfigError: a required tracker's package is not installed, naming the package.
+    """
+    from accelerate.tracking import get_available_trackers
+
+    available = {str(t) for t in get_available_trackers()}
+    names = list(dict.fromkeys(log_with))
+    if tensorboard is not False and "tensorboard" not in names:
+        if tensorboard or "tensorboard" in available:
+            names.insert(0, "tensorboard")
+    for name in names:
+        if name not in available:
+            asked = (
+                "runtime.tensorboard=true"
+                if name == "tensorboard" and name not in log_with
+                else f"runtime.log_with names {name!r}"
+            )
+            raise ConfigError(
+                f"{asked} but the {name} package is not installed: pip install "
+                f"{_TRACKER_PACKAGES.get(name, name)} (or drop the tracker)"
+            )
+    return names
 
 
 def epoch_line(summary: EpochRecord) -> str:

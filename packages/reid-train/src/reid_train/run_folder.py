@@ -91,7 +91,7 @@ CONFIG_FILE, LOCK_FILE, LOG_FILE = "config.yaml", ".lock", "train.log"
 #: What a run writes into its folder (``--overwrite`` removes exactly these).
 RUN_ENTRIES: tuple[str, ...] = (
     CONFIG_FILE, METRICS_FILE, HISTORY_FILE, LOG_FILE, STATE_DIR, LAST_DIR, BEST_DIR, "plots",
-    "tensorboard", f".{STATE_DIR}.tmp", f".{STATE_DIR}.old", f".{LAST_DIR}.tmp",
+    "tensorboard", "aim", f".{STATE_DIR}.tmp", f".{STATE_DIR}.old", f".{LAST_DIR}.tmp",
     f".{LAST_DIR}.old", f".{BEST_DIR}.tmp", f".{BEST_DIR}.old",
 )  # fmt: skip
 # Entries whose presence means the folder holds a run.

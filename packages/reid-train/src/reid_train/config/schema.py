@@ -282,6 +282,14 @@ class RuntimeConfig:
     #: TensorBoard event files in RUN_DIR/tensorboard: null = when the tensorboard package is
     #: installed, true = required (error if missing), false = never.
     tensorboard: bool | None = None
+    #: Further experiment trackers, through Accelerate's tracker classes (main process): any of
+    #: ``wandb``, ``mlflow``, ``comet_ml``, ``aim``, ``clearml``, ``dvclive``, ``swanlab``,
+    #: ``trackio``, ``tensorboard`` (= ``tensorboard: true``). Each gets the resolved config
+    #: once and the epoch and evaluation scalars of every epoch (the TensorBoard tags); its
+    #: package must be installed (the run refuses to start otherwise, naming it). Trackers
+    #: that write files write them to RUN_DIR/<tracker>; the others log to project
+    #: ``reid-train`` with the run folder's name as the run name.
+    log_with: list[str] = field(default_factory=list)
     #: PNG plots of the run (reid_train.plots) in RUN_DIR/plots at the end of training.
     plots: bool = True
 

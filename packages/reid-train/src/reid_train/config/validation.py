@@ -291,6 +291,14 @@ def _validate(cfg: TrainConfig) -> list[str]:
     )
     # runtime
     need(bool(r.output_dir), "runtime.output_dir must not be empty")
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS  # Accelerate's tracker names
+
+    for name in r.log_with:
+        need(
+            name in LOGGER_TYPE_TO_CLASS,
+            f"runtime.log_with: {name!r} is not a tracker of Accelerate; choose from "
+            f"{', '.join(LOGGER_TYPE_TO_CLASS)}",
+        )
     return p
 
 

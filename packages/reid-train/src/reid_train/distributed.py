@@ -1,4 +1,5 @@
-"""Sharded feature extraction and the collectives around it (steps 1 and 5 of an epoch).
+"""What several processes share: sharded feature extraction and the collectives around it
+(steps 1 and 5 of an epoch).
 
 Every process extracts the features of its shard of the images; the shards are gathered on
 every process, in the order of the records, and stay on the training device
