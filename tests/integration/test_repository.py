@@ -33,7 +33,12 @@ def test_package_shape_and_version(package: str) -> None:
     assert meta["name"] == package
     version = importlib.import_module(module).__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
-    assert f"## {version}" in (folder / "CHANGELOG.md").read_text(), "CHANGELOG lacks the version"
+    heads = re.findall(r"^## (.*)$", (folder / "CHANGELOG.md").read_text(), re.M)
+    dated = [re.fullmatch(r"(\d+\.\d+\.\d+) \((\d{4}-\d\d-\d\d)\)", h) for h in heads]
+    assert heads and all(dated), f"{package}: every CHANGELOG section is 'X.Y.Z (YYYY-MM-DD)'"
+    assert dated[0][1] == version, f"{package}: the CHANGELOG's newest section is not {version}"
+    dates = [m[2] for m in dated]
+    assert dates == sorted(dates, reverse=True), f"{package}: CHANGELOG sections not newest first"
     for dep in meta["dependencies"]:
         name = re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0]
         assert not re.search(r"==", dep), f"{package} pins {dep}: pin in constraints.txt instead"
