@@ -77,7 +77,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
         build_backbone("resnet18", pretrained=tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(PretrainedWeightsError, match="could not read weights"):
+    with pytest.raises(PretrainedWeightsError, match=r"bad.pth' cannot be read with torch.load"):
         build_backbone("resnet18", pretrained=bad)
 
 

@@ -21,9 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "packages" / "reid-train"
 
 
-def test_a_name_is_found_in_configs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)  # an editable install has no package copy: ./configs is read
+def test_a_name_is_found_in_configs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # an editable install has no package copy: the checkout's configs/ is read, from any folder
     monkeypatch.setattr(config_module, "PACKAGE_CONFIGS", ROOT / "no-package-configs")
+    monkeypatch.chdir(tmp_path)
+    for name in ("pplr_market1501", "pplr_market1501.yaml"):
+        assert find_config(name) == ROOT / "configs" / "pplr_market1501.yaml"
+    monkeypatch.setattr(config_module, "_checkout_configs", lambda: None)  # not a checkout:
+    with pytest.raises(ConfigError, match="Available names: none"):  # ./configs only
+        find_config("pplr_market1501")
+    monkeypatch.chdir(ROOT)
     for name in ("pplr_market1501", "pplr_market1501.yaml"):
         assert find_config(name) == Path("configs/pplr_market1501.yaml")
     assert load_config(find_config("pplr_market1501")).method.name == "pplr"
@@ -56,6 +63,7 @@ def test_unknown_names_and_missing_paths(monkeypatch: pytest.MonkeyPatch, tmp_pa
         find_config("configs/nope.yaml")
     monkeypatch.chdir(tmp_path)  # nothing anywhere
     monkeypatch.setattr(config_module, "PACKAGE_CONFIGS", tmp_path / "none")
+    monkeypatch.setattr(config_module, "_checkout_configs", lambda: None)
     with pytest.raises(ConfigError, match=r"Available names: none \(no configs folder found\)"):
         find_config("pplr_market1501")
 

@@ -199,9 +199,10 @@ def check_checkpoint(checkpoint: str | os.PathLike[str]) -> Path:
     try:
         read_safetensors_header(weights)
     except (OSError, SafetensorsError) as e:
+        problem = e.problem if isinstance(e, SafetensorsError) else str(e)
         raise CheckpointError(
-            f"{e}; re-save the checkpoint with reid_backbones.save_checkpoint, or copy the file "
-            "again if it was cut short"
+            f"{problem}; re-save the checkpoint with reid_backbones.save_checkpoint, or copy the "
+            "file again if it was cut short"
         ) from e
     return folder
 

@@ -20,7 +20,6 @@ infers the architecture from the keys and shapes, checks it strictly and writes 
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, save_checkpoint
 from .models import IMAGENET_MEAN, IMAGENET_STD, build_model
-from .resnet import BACKBONES, state_dict_mismatch
+from .resnet import BACKBONES, state_dict_mismatch, torch_load_safely
 
 __all__ = ["convert_official_pplr"]
 
@@ -73,32 +72,11 @@ def _read(source: str | os.PathLike[str]) -> Any:
         )
     if not path.is_file():
         raise CheckpointError(f"official PPLR checkpoint '{path}' does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        trust = (
-            "If you trust the file, load it yourself with torch.load(path, map_location='cpu', "
-            "weights_only=False) and pass the state dict it holds to convert_official_pplr"
-        )
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        if found:
-            raise CheckpointError(
-                f"'{path}' holds Python objects besides tensors (it names {found.group(1)}), and "
-                "unpickling them could run code, so it is refused (read with "
-                f"torch.load(weights_only=True)). {trust}"
-            ) from e
-        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(e), re.M)
-        raise CheckpointError(
-            f"'{path}' cannot be read with torch.load(weights_only=True) "
-            f"({reason.group(1) if reason else str(e).splitlines()[0]}): it is not a torch.save "
-            f"file, is damaged, or holds Python objects that are refused as they could run code. "
-            f"{trust}"
-        ) from e
-    except Exception as e:  # noqa: BLE001 - truncated file, not a torch file, ...
-        raise CheckpointError(
-            f"could not read '{path}' as a torch.save file ({type(e).__name__}: {e}); is the "
-            "download complete?"
-        ) from e
+    trust = (
+        "If you trust the file, load it yourself with torch.load(path, map_location='cpu', "
+        "weights_only=False) and pass the state dict it holds to convert_official_pplr"
+    )
+    return torch_load_safely(path, CheckpointError, trust)
 
 
 def _state_dict(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], bool]:

@@ -9,8 +9,11 @@ where it has not).
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,6 +73,36 @@ class PretrainedWeightsError(RuntimeError):
     """Weights could not be read or do not match the architecture."""
 
 
+def torch_load_safely(path: Path, error: type[Exception], trust: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file it refuses or cannot read
+    raises ``error`` with one short message naming the file, the reason and the fix (``trust``:
+    what to do with a file one trusts). A pickle naming Python objects is refused without
+    running them, as unpickling could run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise error(
+                f"'{path}' holds Python objects besides tensors (it names {found.group(1)}), and "
+                "unpickling them could run code, so it is refused (read with "
+                f"torch.load(weights_only=True)). {trust}"
+            ) from e
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(e), re.M)
+        raise error(
+            f"'{path}' cannot be read with torch.load(weights_only=True) "
+            f"({reason.group(1) if reason else str(e).splitlines()[0]}): it is not a torch.save "
+            f"file, is damaged, or holds Python objects that are refused as they could run code. "
+            f"{trust}"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - truncated file, not a torch file, ...
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise error(
+            f"could not read '{path}' as a torch.save file ({type(e).__name__}: {first}); is "
+            "the download complete?"
+        ) from e
+
+
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet (or its IBN-a variant) without its pooling and classifier.
 
@@ -112,6 +145,12 @@ class ResNetBackbone(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+_TRUST = (
+    "If you trust the file, load it with torch.load(path, weights_only=False) and save the "
+    "state dict it holds with torch.save(state_dict, 'weights.pth')"
+)
+
+
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise PretrainedWeightsError(
@@ -125,7 +164,9 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
 
             state = load_safetensors(path)[0]
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch_load_safely(path, PretrainedWeightsError, _TRUST)
+    except PretrainedWeightsError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader failure is reported the same way
         raise PretrainedWeightsError(f"could not read weights from '{path}': {e}") from e
     for key in ("state_dict", "model"):

@@ -1,29 +1,35 @@
-"""Reading and writing the safetensors file format with torch alone (no pickle, no extra package).
+"""Safetensors files through the ``safetensors`` library, with this package's API and errors.
 
-The format (https://github.com/huggingface/safetensors): an 8-byte little-endian unsigned header
-length n; n bytes of UTF-8 JSON mapping each tensor name to ``{"dtype", "shape",
-"data_offsets": [begin, end]}`` (offsets into the data that follows the header) plus an optional
-``"__metadata__"`` map of strings; then the raw little-endian, row-major tensor bytes, packed
-without gaps. The header is padded with spaces to a multiple of 8 bytes. Files written here are
-read by the ``safetensors`` library and the other way round (the tests check both).
+The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length n;
+n bytes of UTF-8 JSON mapping each tensor name to ``{"dtype", "shape", "data_offsets"}`` plus an
+optional ``"__metadata__"`` map of strings; then the raw little-endian tensor bytes. Parsing and
+validating it (header length, JSON, dtypes, offsets against the file size) is left to the
+library (``safe_open`` / ``safetensors.torch.save_file``); this module adds what our callers rely
+on: writes that replace the file atomically, tensors that are copied out of the file (they do not
+keep it memory-mapped), non-contiguous and shared-storage tensors saved as they are, and every
+failure on a bad file reported as :class:`SafetensorsError` naming the file, what is wrong and
+what to do (never a bare library or Rust message).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
-import sys
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import safetensors
+import safetensors.torch
 import torch
+from safetensors import safe_open
 
 __all__ = ["SafetensorsError", "load_safetensors", "save_safetensors"]
 
+# What save_safetensors writes: the dtypes every safetensors >= 0.4 (and reid-backbones < 0.3,
+# whose own reader knew exactly these) can read back. Reading accepts whatever the library knows.
 _DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -39,21 +45,62 @@ _DTYPES: dict[str, torch.dtype] = {
     "F8_E5M2": torch.float8_e5m2,
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100_000_000  # the library's limit
+
+_CUT_SHORT = "copy it again if it was cut short, or re-save it"
+_NOT_SAFETENSORS = (
+    "a .pth or pickle file renamed .safetensors is not one (give a file written by "
+    "save_safetensors / save_checkpoint); if the file was cut short, copy it again or re-save it"
+)
 
 
 class SafetensorsError(ValueError):
-    """A file is not valid safetensors, or a tensor cannot be stored in it."""
+    """A file is not valid safetensors, or a tensor cannot be stored in it.
+
+    ``str(error)`` is the whole message: the file, what is wrong and what to do. ``problem`` is
+    its first part alone (for callers that give their own advice) and ``hint`` the advice.
+    """
+
+    def __init__(self, problem: str, hint: str | None = None) -> None:
+        super().__init__(f"{problem}: {hint}" if hint else problem)
+        self.problem = problem
+        self.hint = hint
 
 
-def _to_bytes(t: torch.Tensor) -> bytes:
-    flat = t.detach().to("cpu").contiguous().reshape(-1)
-    if flat.numel() == 0:
-        return b""
-    raw = flat.view(torch.uint8)
-    if sys.byteorder == "big" and flat.element_size() > 1:
-        raw = raw.view(-1, flat.element_size()).flip(1).reshape(-1)
-    return raw.numpy().tobytes()
+def _writable_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU tensors the library accepts: each contiguous and alone on its storage.
+
+    The library refuses non-contiguous tensors and tensors sharing memory (tied weights, views
+    of one buffer); those are copied, so every name keeps its own values in the file.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        if not isinstance(name, str):
+            raise SafetensorsError(f"tensor names must be strings, got {name!r}")
+        if name == "__metadata__":
+            raise SafetensorsError("'__metadata__' is reserved and cannot name a tensor")
+        if not isinstance(tensor, torch.Tensor):
+            raise SafetensorsError(f"{name!r} is a {type(tensor).__name__}, not a tensor")
+        if tensor.dtype not in _NAMES:
+            raise SafetensorsError(
+                f"{name!r} has dtype {tensor.dtype}, which safetensors files written here lack "
+                f"(supported: {', '.join(str(d).removeprefix('torch.') for d in _NAMES)})"
+            )
+        if tensor.layout != torch.strided:
+            raise SafetensorsError(
+                f"{name!r} is a {tensor.layout} tensor; safetensors stores dense tensors "
+                "(call .to_dense() first)"
+            )
+        t = tensor.detach().to("cpu")
+        storage = t.untyped_storage()
+        whole = t.storage_offset() == 0 and storage.nbytes() == t.numel() * t.element_size()
+        if not (t.is_contiguous() and whole) or storage.data_ptr() in seen:
+            t = t.clone(memory_format=torch.contiguous_format)
+            storage = t.untyped_storage()
+        if storage.nbytes():
+            seen.add(storage.data_ptr())
+        out[name] = t
+    return out
 
 
 def save_safetensors(
@@ -64,38 +111,44 @@ def save_safetensors(
     """Write ``tensors`` to ``path`` as safetensors, atomically (temporary file + rename).
 
     Tensors are copied to the CPU; names must be unique strings, ``metadata`` a string map.
+    Non-contiguous tensors and tensors sharing storage (tied weights) are stored as copies, so
+    each name reads back with its own values.
+
+    Raises:
+        SafetensorsError: a value is not a tensor, its dtype cannot be stored, a name is
+            reserved or not a string, or ``metadata`` is not a string map.
     """
-    header: dict[str, object] = {}
+    meta: dict[str, str] | None = None
     if metadata:
         bad = [k for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
         if bad:
             raise SafetensorsError(f"metadata must map strings to strings; bad entries: {bad}")
-        header["__metadata__"] = dict(metadata)
-    chunks: list[bytes] = []
-    offset = 0
-    for name, tensor in tensors.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise SafetensorsError(f"{name!r} is a {type(tensor).__name__}, not a tensor")
-        if name == "__metadata__":
-            raise SafetensorsError("'__metadata__' is reserved and cannot name a tensor")
-        if tensor.dtype not in _NAMES:
-            raise SafetensorsError(f"{name!r} has dtype {tensor.dtype}, which safetensors lacks")
-        data = _to_bytes(tensor)
-        header[name] = {
-            "dtype": _NAMES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        chunks.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    head += b" " * (-len(head) % 8)
+        meta = dict(metadata)
+    prepared = _writable_tensors(tensors)
     path = Path(path)
-    with atomic_write(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for data in chunks:
-            f.write(data)
+    with atomic_path(path) as tmp:
+        try:
+            safetensors.torch.save_file(prepared, tmp, metadata=meta)
+        except (safetensors.SafetensorError, ValueError, TypeError, RuntimeError) as e:
+            raise SafetensorsError(f"could not write '{path}': {e}") from e
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; on success fsync it and rename it to ``path``.
+
+    A crash or exception leaves ``path`` as it was (the temporary file is removed).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "r+b") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -116,43 +169,130 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
-def _parse_header(raw: bytearray, path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
-    if len(raw) < 8:
-        raise SafetensorsError(f"'{path}' is too short to be a safetensors file")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > _MAX_HEADER or 8 + n > len(raw):
-        raise SafetensorsError(f"'{path}' is not a safetensors file (header length {n})")
+def _is_library_failure(e: BaseException) -> bool:
+    """An error of the library on a bad file: its SafetensorError, a Python error from its
+    torch glue, or a Rust panic (pyo3's PanicException, a BaseException)."""
+    if isinstance(e, safetensors.SafetensorError | ValueError | TypeError | KeyError):
+        return True
+    if isinstance(e, RuntimeError) and not isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    return type(e).__name__ == "PanicException"
+
+
+def _bad_file(path: Path, e: BaseException) -> SafetensorsError:
+    """The library's complaint about ``path`` as a SafetensorsError: the file, the problem in
+    words, the library's own reason, and what to do."""
+    reason = str(e).strip().removeprefix("Error while deserializing header:").strip()
+    reason = reason.splitlines()[0] if reason else type(e).__name__
+    low = reason.lower()
     try:
-        header = json.loads(bytes(raw[8 : 8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SafetensorsError(f"'{path}' has an unreadable safetensors header: {e}") from e
-    if not isinstance(header, dict):
-        raise SafetensorsError(f"'{path}' has a safetensors header that is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    return header, metadata, 8 + n
+        n = path.stat().st_size
+        size = f"{n} byte{'' if n == 1 else 's'}"
+    except OSError:
+        size = "size unknown"
+    if type(e).__name__ == "PanicException":
+        return SafetensorsError(
+            f"'{path}' is not a readable safetensors file (the safetensors library failed on "
+            f"it: {reason}; file size {size})",
+            f"it is corrupt or not a safetensors file: {_CUT_SHORT}",
+        )
+    if "header too small" in low:
+        return SafetensorsError(
+            f"'{path}' is too short to be a safetensors file ({size})", _CUT_SHORT
+        )
+    if "header too large" in low or "invalid header length" in low:
+        limit = "the library's limit" if "too large" in low else f"the file ({size})"
+        return SafetensorsError(
+            f"'{path}' is not a safetensors file: its first 8 bytes give a header length beyond "
+            f"{limit} ({reason})",
+            _NOT_SAFETENSORS,
+        )
+    if "unknown variant" in low:
+        return SafetensorsError(
+            f"'{path}' has an unreadable safetensors header: it names a dtype that safetensors "
+            f"{safetensors.__version__} does not know ({reason})",
+            "upgrade the safetensors package, or re-save it with a supported dtype",
+        )
+    if "json" in low or "utf-8" in low or "utf8" in low:
+        return SafetensorsError(
+            f"'{path}' has an unreadable safetensors header ({reason})",
+            f"the file is corrupt or not a safetensors file: {_CUT_SHORT}",
+        )
+    if any(w in low for w in ("covered", "offset", "slice", "boundary", "truncat", "shape")):
+        return SafetensorsError(
+            f"'{path}' is truncated or corrupt: its header and its data do not agree ({reason}; "
+            f"file size {size})",
+            _CUT_SHORT,
+        )
+    return SafetensorsError(
+        f"'{path}' is not a valid safetensors file ({type(e).__name__}: {reason}; file size "
+        f"{size})",
+        f"it is corrupt or not a safetensors file: {_CUT_SHORT}",
+    )
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn the library's failures on ``path`` into SafetensorsError (OSErrors stay OSErrors,
+    naming the file)."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) or e.filename is not None:
+            raise
+        raise type(e)(f"could not read '{path}': {e}") from e
+    except BaseException as e:
+        if not _is_library_failure(e):
+            raise
+        raise _bad_file(path, e) from e
+
+
+def _open(path: Path) -> Any:
+    """``safe_open(path)`` after checks the library reports poorly (a directory, an empty file);
+    the library then checks the header: length, JSON, dtypes, offsets against the file size."""
+    st = path.stat()  # FileNotFoundError (naming the path) if it is missing
+    if stat.S_ISDIR(st.st_mode):
+        raise SafetensorsError(
+            f"'{path}' is a directory, not a safetensors file",
+            "give the path of the .safetensors file (a checkpoint's is model.safetensors)",
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise SafetensorsError(f"'{path}' is not a regular file", _NOT_SAFETENSORS)
+    if st.st_size == 0:
+        raise SafetensorsError(
+            f"'{path}' is empty (0 bytes), too short to be a safetensors file",
+            f"was the save or the copy interrupted? {_CUT_SHORT}",
+        )
+    with _reading(path):
+        return safe_open(str(path), framework="pt", device="cpu")
+
+
+def _names(f: Any) -> list[str]:
+    """The tensor names in file order (``offset_keys``), or sorted with an older library."""
+    order = getattr(f, "offset_keys", None)
+    return list(order() if callable(order) else f.keys())
 
 
 def read_safetensors_header(path: str | os.PathLike[str]) -> tuple[dict[str, dict], dict[str, str]]:
-    """The header of a safetensors file, ``(tensor entries, metadata)``, reading only its first
-    bytes: a quick validity check before a long job.
+    """The header of a safetensors file, ``(tensor entries, metadata)``, without reading the
+    tensors: a quick validity check before a long job.
+
+    Each entry is ``{"dtype": "F32", "shape": [...]}``. The library has checked the whole header
+    (offsets included) against the file size, so a file cut short fails here.
 
     Raises:
         FileNotFoundError: no such file.
-        SafetensorsError: too short, or a malformed or overlong header.
+        SafetensorsError: empty, too short, a directory, or a malformed or overlong header.
     """
     path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        raw = bytearray(f.read(8))
-        if len(raw) == 8:
-            (n,) = struct.unpack("<Q", raw)
-            if n > _MAX_HEADER or 8 + n > size:
-                raise SafetensorsError(
-                    f"'{path}' is not a safetensors file (header length {n}, file size {size})"
-                )
-            raw += f.read(n)
-    header, metadata, _ = _parse_header(raw, path)
-    return header, metadata
+    f = _open(path)
+    with _reading(path), f:
+        entries: dict[str, dict] = {}
+        for name in _names(f):
+            view = f.get_slice(name)
+            entries[name] = {"dtype": view.get_dtype(), "shape": list(view.get_shape())}
+        metadata = f.metadata() or {}
+    return entries, {str(k): str(v) for k, v in metadata.items()}
 
 
 def load_safetensors(
@@ -160,37 +300,24 @@ def load_safetensors(
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file: ``(tensors, metadata)``, tensors on ``device`` (in file order).
 
+    The tensors are copies: they own their memory and do not depend on the file afterwards
+    (it may be replaced, truncated or deleted).
+
     Raises:
         FileNotFoundError: no such file.
-        SafetensorsError: the file is truncated, its header malformed or a dtype unknown.
+        SafetensorsError: the file is empty, truncated, not safetensors, a directory, its header
+            malformed or a dtype unknown (the message names the file and what to do).
     """
     path = Path(path)
-    raw = bytearray(path.read_bytes())  # writable, as torch.frombuffer wants
-    header, metadata, start = _parse_header(raw, path)
-    size = len(raw) - start
+    f = _open(path)
     tensors: dict[str, torch.Tensor] = {}
-    for name, info in header.items():
-        try:
-            dtype = _DTYPES[info["dtype"]]
-            shape = [int(s) for s in info["shape"]]
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise SafetensorsError(f"'{path}': bad header entry for {name!r}: {info!r}") from e
-        count = 1
-        for s in shape:
-            count *= s
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if not 0 <= begin <= end <= size or end - begin != count * itemsize:
-            raise SafetensorsError(
-                f"'{path}' is truncated or corrupt: {name!r} needs bytes [{begin}, {end}) of "
-                f"{size} and {count * itemsize} bytes for shape {shape}"
-            )
-        if count == 0:
-            tensor = torch.empty(shape, dtype=dtype)
-        else:
-            data = torch.frombuffer(raw, dtype=torch.uint8, count=end - begin, offset=start + begin)
-            if sys.byteorder == "big" and itemsize > 1:
-                data = data.view(-1, itemsize).flip(1).reshape(-1)
-            tensor = data.clone().view(dtype).reshape(shape)
-        tensors[name] = tensor.to(device)
+    with f:
+        with _reading(path):
+            names = _names(f)
+            metadata = f.metadata() or {}
+        for name in names:
+            with _reading(path):
+                mapped = f.get_tensor(name)  # a view of the memory-mapped file
+            tensors[name] = mapped.to(device, copy=True)
+            del mapped
     return tensors, {str(k): str(v) for k, v in metadata.items()}

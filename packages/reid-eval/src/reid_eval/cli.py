@@ -499,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ImageReadError,
         FeatureFileError,
         FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
         ValueError,
     ) as e:
         print(f"reid-eval: error: {e}", file=sys.stderr)

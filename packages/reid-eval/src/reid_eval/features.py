@@ -62,6 +62,10 @@ def load_image(path: str) -> Image.Image:
             return img.convert("RGB")
     except FileNotFoundError as e:
         raise ImageReadError(f"image '{path}' does not exist") from e
+    except Image.DecompressionBombError as e:  # not an OSError: a pixel count past Pillow's limit
+        raise ImageReadError(
+            f"image '{path}' is too large to decode safely ({e}); crop or resize it, or delete it"
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(
             f"image '{path}' is corrupt or not an image ({e}); replace or delete the file"

@@ -39,6 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
@@ -55,13 +56,13 @@ from reid_eval import (
 from reid_eval.datasets import SyntheticConfig, synthetic_families, synthetic_mismatch
 
 from .config import ConfigError, TrainConfig, config_to_dict, split_batch
-from .data import build_train_loader, record_ids
+from .data import BadImagesError, build_train_loader, record_ids
 from .distributed import broadcast_from_main, broadcast_tensors, extract_features
 from .epoch import EpochRecord
 from .hooks import EvaluationHook, Hook, default_hooks, due
 from .methods import Method
 from .methods import get as get_method
-from .pseudo_labels import PseudoLabeler, ground_truth_labels
+from .pseudo_labels import PseudoLabeler, ground_truth_labels, training_set_problems
 from .reporting import Reporter, tracker_names
 from .run_folder import (
     LOG_FILE,
@@ -129,8 +130,7 @@ class Trainer:
         self.dataset: ReIDDataset = _load_dataset(config, self.acc, self._print, self._warn)
         self.train_records: list[ImageRecord] = list(self.dataset.train)
         self.train_pids, self.train_camids = record_ids(self.train_records)
-        if config.cluster.labels != "dbscan":  # refuse a split without identities up front
-            ground_truth_labels(self.train_pids, config.cluster.labels)
+        _check_training_split(config, self.method, self.train_pids)
         capacity = config.model.max_clusters or (
             len(self.train_records) // config.cluster.min_samples + 1
         )
@@ -272,6 +272,7 @@ class Trainer:
         (:mod:`reid_train.pseudo_labels` has the memory bound)."""
         feats, valid = record.feats, record.valid
         assert feats is not None and valid is not None
+        _check_readable(valid, self.train_records)  # every process: all raise together
         n, device = feats.shape[0], feats.device
         labels = torch.full((n,), -1, dtype=torch.int64)  # on the CPU: the sampler reads them
         tensors: dict[str, torch.Tensor] = {}
@@ -407,6 +408,26 @@ def _load_centroids(net: ReIDModel, record: EpochRecord) -> None:
         assert parts is not None
         p = cluster_centroids(parts, labels, k)
     net.load_centroids(cluster_centroids(feats, labels, k), p)
+
+
+def _check_training_split(cfg: TrainConfig, method: Method, pids: np.ndarray) -> None:
+    """Refuse, before the run folder exists, a training split that the label source or the
+    method cannot use (no identities for a fixed label source; fewer images than a k)."""
+    if cfg.cluster.labels != "dbscan":
+        ground_truth_labels(pids, cfg.cluster.labels)
+    problems = [*training_set_problems(cfg, pids), *method.training_set_problems(len(pids))]
+    if problems:
+        raise ConfigError("the training split is too small:\n  - " + "\n  - ".join(problems))
+
+
+def _check_readable(valid: torch.Tensor, records: list[ImageRecord]) -> None:
+    """Refuse an epoch none of whose training images could be read."""
+    if not bool(valid.any()):
+        examples = ", ".join(f"'{r.path}'" for r in records[:3])
+        raise BadImagesError(
+            f"none of the {valid.numel()} training images could be read (e.g. {examples}): "
+            "they are corrupt or not images; check data.data_root (replace or delete them)"
+        )
 
 
 def _summary(cfg: TrainConfig, out: Path, acc: Accelerator) -> str:

@@ -72,7 +72,7 @@ from reid_clustering import (
 from .config import ConfigError, TrainConfig
 from .label_noise import NoisyLabels, noisy_labels, relabel
 
-__all__ = ["PseudoLabeler", "ground_truth_labels", "sparse_path"]
+__all__ = ["PseudoLabeler", "ground_truth_labels", "sparse_path", "training_set_problems"]
 
 
 class PseudoLabeler:
@@ -192,6 +192,31 @@ def sparse_path(setting: bool | None, n: int, device: torch.device) -> bool | No
     if setting is False and n <= SPARSE_THRESHOLD:
         return False
     return True
+
+
+def training_set_problems(config: TrainConfig, pids: np.ndarray) -> list[str]:
+    """What the label source needs of a training split with identities ``pids`` (``[N]``, -1
+    where unknown): DBSCAN's k-reciprocal lists rank ``cluster.k1`` neighbours of every image;
+    a fixed label source (``[noisy_]ground_truth``) must hold the P identities of a batch, or
+    every epoch would be skipped."""
+    c, d, n = config.cluster, config.data, len(pids)
+    if c.labels == "dbscan":
+        if n > c.k1:
+            return []
+        return [
+            f"cluster.k1 {c.k1}: the k-reciprocal lists rank {c.k1} neighbours of every "
+            f"training image, but the training split has {n} images; lower cluster.k1 (and "
+            "cluster.k2) below it, or train on more images"
+        ]
+    ids, p = len(np.unique(pids[pids >= 0])), d.batch_size // d.num_instances
+    if ids >= p:
+        return []
+    return [
+        f"cluster.labels={c.labels}: the training split has {ids} identities, but every batch "
+        f"needs P = {p} (data.batch_size {d.batch_size} / data.num_instances "
+        f"{d.num_instances} per process) and the labels never change; train on more "
+        "identities or lower data.batch_size"
+    ]
 
 
 def ground_truth_labels(pids: np.ndarray, mode: str = "ground_truth") -> np.ndarray:

@@ -317,6 +317,11 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse the YAML of '{path}': {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"'{path}' is not a UTF-8 text file ({e.reason} at byte {e.start}): a config is a "
+            "YAML text file; check the path"
+        ) from None
     base = None
     if isinstance(data, Mapping) and BASE_KEY in data:
         data = dict(data)

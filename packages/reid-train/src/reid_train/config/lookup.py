@@ -1,5 +1,6 @@
 """``--config NAME``: the YAML file of a config given by name, in the installed package's
-``configs/`` (the repository's ``configs/``, shipped in the wheel) or ``./configs``.
+``configs/`` (the repository's ``configs/``, shipped in the wheel; in an editable install from
+a checkout, the checkout's ``configs/``) or ``./configs``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,21 @@ PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _YAML = (".yaml", ".yml")
 
 
+def _checkout_configs() -> Path | None:
+    """The repository's ``configs/`` when this module runs from a checkout's
+    ``packages/reid-train/src/`` (an editable install, which has no packaged copy)."""
+    src = Path(__file__).resolve().parents[2]
+    if src.name != "src" or src.parent.parent.name != "packages":
+        return None
+    folder = src.parents[2] / "configs"
+    return folder if folder.is_dir() else None
+
+
 def config_dirs() -> list[Path]:
     """Where :func:`find_config` looks for a config given by name: the installed package's
-    ``configs/`` (absent in an editable install), then ``./configs``."""
-    return [PACKAGE_CONFIGS, Path("configs")]
+    ``configs/`` (in an editable install: the checkout's), then ``./configs``."""
+    packaged = PACKAGE_CONFIGS if PACKAGE_CONFIGS.is_dir() else _checkout_configs()
+    return [packaged or PACKAGE_CONFIGS, Path("configs")]
 
 
 def find_config(name_or_path: str | os.PathLike[str]) -> Path:

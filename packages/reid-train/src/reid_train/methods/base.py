@@ -102,6 +102,12 @@ class Method:
         already: :meth:`options_of` gives the checked keys)."""
         return []
 
+    def training_set_problems(self, num_images: int) -> list[str]:
+        """What in the method's settings the training split of ``num_images`` images cannot
+        satisfy (checked on every process before the run folder is created), each a message
+        naming the key and the fix. None by default."""
+        return []
+
     @classmethod
     def figures(cls) -> dict[str, Figure]:
         """The per-epoch figures :meth:`on_epoch_start` records in ``record.figures``."""

@@ -119,6 +119,16 @@ class PPLR(Method):
     def needs_parts(self, num_parts: int) -> bool:
         return True
 
+    def training_set_problems(self, num_images: int) -> list[str]:
+        k = self.options.agreement_k
+        if num_images > k:
+            return []
+        return [
+            f"method.agreement_k {k}: the cross agreement ranks {k} neighbours of every training "
+            f"image, but the training split has {num_images} images; lower method.agreement_k "
+            f"below {num_images} (or train on more images)"
+        ]
+
     def on_epoch_start(self, record: EpochRecord) -> dict[str, torch.Tensor]:
         """The cross agreement ``[N, P]`` (Eq. 6); its mean over the clustered images is the
         epoch's ``agreement`` figure."""
