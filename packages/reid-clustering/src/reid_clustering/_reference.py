@@ -78,6 +78,8 @@ def plain_jaccard_distance(
             if len(np.intersect1d(cand, members)) > 2 / 3 * len(cand):
                 expanded = np.append(expanded, cand)
         expanded = np.unique(expanded)
+        if expanded.size == 0:  # no reciprocal neighbour (a lower-index duplicate took i's
+            continue  # place in its own list): V[i] stays 0
         logits = -(2 - 2 * (x[expanded] @ x[i])).astype(np.float32)  # 4. encoding
         weights = np.exp(logits - logits.max())
         v[i, expanded] = weights / weights.sum()

@@ -185,6 +185,7 @@ def _dbscan(
     else:
         distance = compute_jaccard_distance(x, k1, k2, **options)
     if sparse:
+        distance = _explicit_diagonal(distance)
         distance = sort_graph_by_row_values(distance, copy=False, warn_when_not_sorted=False)
     elif isinstance(distance, torch.Tensor):
         distance = distance.cpu().numpy()
@@ -204,6 +205,29 @@ def _dbscan(
             stacklevel=3,
         )
     return labels, found
+
+
+def _explicit_diagonal(graph: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
+    """The radius graph with ``J[i, i] = 1`` stored where the diagonal entry is missing.
+
+    A row's diagonal is missing when ``J[i, i] > eps``: its k-reciprocal encoding is empty
+    (lower-index duplicates took the sample's place in its own neighbour list), so ``J[i, i]``
+    is 1 and the dense path does not count the sample as its own neighbour. scikit-learn's DBSCAN
+    stores a missing diagonal of a sparse graph as 0 (a neighbour), which gave such a sample a
+    cluster of its own with ``min_samples=1``; with the 1 stored, both paths agree.
+    """
+    n = graph.shape[0]
+    coo = graph.tocoo()
+    has_diagonal = np.zeros(n, dtype=bool)
+    has_diagonal[coo.row[coo.row == coo.col]] = True
+    missing = np.flatnonzero(~has_diagonal)
+    if missing.size == 0:
+        return graph
+    # Through COO: adding sparse matrices would drop the explicit zeros (the close pairs).
+    rows = np.concatenate([coo.row, missing])
+    cols = np.concatenate([coo.col, missing])
+    data = np.concatenate([coo.data, np.ones(missing.size, dtype=coo.data.dtype)])
+    return scipy.sparse.coo_matrix((data, (rows, cols)), shape=graph.shape).tocsr()
 
 
 def _check_eps(eps: float) -> float:
@@ -252,6 +276,10 @@ class ClusterStats:
 
 def cluster_statistics(labels: np.ndarray | torch.Tensor) -> ClusterStats:
     """Clusters, outliers and the size histogram of integer ``labels`` (``-1`` = outlier)."""
+    if isinstance(labels, torch.Tensor) and (labels.is_floating_point() or labels.is_complex()):
+        raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype}")
+    if isinstance(labels, list | tuple) and len(labels) == 0:
+        labels = np.zeros(0, dtype=np.int64)  # np.asarray([]) would be float64
     arr = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"labels must be a 1-D integer array, got {arr.dtype} {arr.shape}")

@@ -14,7 +14,7 @@ import scipy.sparse
 import torch
 
 from ._pairwise import pair_dot
-from ._validation import as_feature_tensor, check_neighbour_counts, l2_normalize_rows
+from ._validation import as_feature_tensor, check_int, check_neighbour_counts, l2_normalize_rows
 from .knn import Backend, Precision, knn_search
 from .kreciprocal import (
     RowSparse,
@@ -31,8 +31,11 @@ def half_width(k1: int) -> int:
 
     ``round`` is Python's/NumPy's round-half-to-even, as in the reference
     (``int(np.around(k1 / 2))``): k1 = 20 → 11 columns, k1 = 30 → 16, k1 = 5 → 3.
+
+    Raises:
+        TypeError: ``k1`` is not an integer. ValueError: ``k1 < 1``.
     """
-    return round(k1 / 2) + 1
+    return round(check_int(k1, "k1", 1) / 2) + 1
 
 
 @overload
@@ -139,6 +142,8 @@ def jaccard_and_ranking(
         raise ValueError("max_distance only applies to sparse=True results")
     if normalize:
         x = l2_normalize_rows(x)
+    else:
+        _check_products_fit(x)
     with torch.no_grad():
         ranked = knn_search(
             x, k=k1, backend=backend, precision=knn_precision, similarities=False
@@ -150,6 +155,18 @@ def jaccard_and_ranking(
             encoding = local_query_expansion(encoding, ranked[:, :k2])
         distance = jaccard_from_encoding(encoding, dense=not sparse, max_distance=max_distance)
     return JaccardAndRanking(distance, ranked, x)
+
+
+def _check_products_fit(x: torch.Tensor) -> None:
+    """With ``normalize=False`` the encoding weighs ``2 − 2⟨x_i, x_j⟩`` in float32: refuse
+    features whose inner products overflow it (the kNN alone would rescale them)."""
+    peak = float(torch.linalg.vector_norm(x.double(), dim=1).max())
+    if peak * peak >= 2.0**126:
+        raise ValueError(
+            f"features have norms up to {peak:.3g}: with normalize=False their inner products "
+            "overflow float32; pass normalize=True (the reference expects unit rows) or scale "
+            "them down"
+        )
 
 
 def _unit_sphere_distance(x: torch.Tensor):  # noqa: ANN202 - a PairDistance

@@ -166,32 +166,48 @@ def knn_search(
         raise ValueError(f"k={k} exceeds the database size {db.shape[0]}")
     precision = _resolve_precision(precision)
     backend = _resolve_backend(backend, q.device)
-    if backend != "torch":
-        return _knn_faiss(q, db, k, gpu=backend == "faiss-gpu")
-    if chunk_size is not None:
+    if backend == "torch" and chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
     q, db, scale = _rescaled(q, None if database is None else db)
-    bounds = _Bounds.of(q, db)
-    if database is None and _bf16_wanted(precision, q, k):
-        found = _knn_bf16.certified_candidates(q, k, bounds.pair_dot_error(q.shape[1]))
-        result = None if found is None else _from_bf16_candidates(q, k, found, bounds)
+    if backend != "torch":  # on the rescaled features too: faiss ranks in float32 as well
+        result = _knn_faiss(q, db, k, gpu=backend == "faiss-gpu")
+        similarities = True
     else:
-        result = None
-    if result is None:
-        result = _knn_exact(
-            q, db, k, chunk_size, bounds, self_search=database is None, values=similarities
-        )
+        result = _knn_torch(q, db, k, chunk_size, precision, database is None, similarities)
     if not similarities:  # the bf16 path ranks with the similarities; the caller wants none
         return KNNResult(None, result.indices)
     if scale != 1.0:
         sims = result.similarities * scale
         if not bool(torch.isfinite(sims).all()):
+            sides = "query" if database is None else "query and database"
             raise ValueError(
-                "the features' inner products overflow float32 (feature values up to "
-                f"{max(float(q.amax()), -float(q.amin())) * scale**0.5:.3g}); L2-normalise "
-                "(or rescale) the features first"
+                f"the inner products of the {sides} features overflow float32 (feature values "
+                f"up to {max(float(q.amax()), -float(q.amin())) * scale**0.5:.3g}); "
+                "L2-normalise (or rescale) the features first"
             )
         result = KNNResult(sims, result.indices)
+    return result
+
+
+def _knn_torch(
+    q: torch.Tensor,
+    db: torch.Tensor,
+    k: int,
+    chunk_size: int | None,
+    precision: str,
+    self_search: bool,
+    similarities: bool,
+) -> KNNResult:
+    """The torch backend on features already rescaled (module docstring)."""
+    bounds = _Bounds.of(q, db)
+    result = None
+    if self_search and _bf16_wanted(precision, q, k):
+        found = _knn_bf16.certified_candidates(q, k, bounds.pair_dot_error(q.shape[1]))
+        result = None if found is None else _from_bf16_candidates(q, k, found, bounds)
+    if result is None:
+        result = _knn_exact(
+            q, db, k, chunk_size, bounds, self_search=self_search, values=similarities
+        )
     return result
 
 
@@ -228,22 +244,46 @@ def rank_by_distance(distances: torch.Tensor, k: int, chunk_size: int = 4096) ->
     blocks of rows, on the tensor's device.
 
     Args:
-        distances: float ``[N, M]`` tensor.
+        distances: real ``[N, M]`` tensor (float or integer), without NaN (±inf rank last/first).
         k: columns to keep, ``1 <= k <= M``.
-        chunk_size: rows per block.
+        chunk_size: rows per block, ``>= 1``.
 
     Returns:
         int64 ``[N, k]`` column indices, nearest first.
+
+    Raises:
+        TypeError: ``distances`` is not a real torch tensor, ``k`` or ``chunk_size`` not an integer.
+        ValueError: not 2-D, NaN distances (they have no place in a ranking), ``k`` or
+            ``chunk_size`` out of range.
     """
+    if not isinstance(distances, torch.Tensor):
+        raise TypeError(
+            f"distances must be a torch.Tensor [N, M], got {type(distances).__name__}; "
+            "convert it with torch.as_tensor"
+        )
+    if distances.dtype == torch.bool or distances.is_complex():
+        raise TypeError(f"distances must hold real numbers, got dtype {distances.dtype}")
     if distances.dim() != 2:
         raise ValueError(f"distances must be 2-D, got shape {tuple(distances.shape)}")
     k = check_int(k, "k", 1)
+    chunk_size = check_int(chunk_size, "chunk_size", 1)
     if k > distances.shape[1]:
         raise ValueError(f"k={k} exceeds the number of columns {distances.shape[1]}")
-    blocks = [
-        _topk_stable(-distances[start : start + chunk_size], k)[1]
-        for start in range(0, distances.shape[0], chunk_size)
-    ]
+    blocks = []
+    for start in range(0, distances.shape[0], chunk_size):
+        block = distances[start : start + chunk_size]
+        if not block.is_floating_point():  # -x would wrap around for unsigned integers
+            blocks.append(torch.sort(block, dim=1, stable=True).indices[:, :k])
+            continue
+        if bool(torch.isnan(block).any()):
+            row = start + int(torch.isnan(block).any(dim=1).nonzero()[0])
+            raise ValueError(
+                f"distances contains NaN (first in row {row}), which has no place in a ranking; "
+                "check what computed the distances"
+            )
+        blocks.append(_topk_stable(-block, k)[1])
+    if not blocks:
+        return torch.empty(0, k, dtype=torch.int64, device=distances.device)
     return torch.cat(blocks)
 
 

@@ -34,6 +34,7 @@ on the device of its inputs (GPU tensors stay on the GPU).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +57,45 @@ PairDistance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Work budget of one block, in elements of the largest temporary (bounds peak memory).
 _BLOCK_ELEMENTS = 1 << 23
+
+
+def _check_ranked(ranked: object, name: str = "ranked") -> torch.Tensor:
+    """``ranked`` must be a 2-D integer tensor of sample indices in ``[0, N)``, N its rows."""
+    if not isinstance(ranked, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor [N, W] of sample indices, got {type(ranked).__name__}"
+        )
+    if ranked.is_floating_point() or ranked.is_complex() or ranked.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer sample indices, got dtype {ranked.dtype}")
+    if ranked.dim() != 2:
+        raise ValueError(
+            f"{name} must be 2-D [N, W] (row i: the samples ranked for sample i), got shape "
+            f"{tuple(ranked.shape)}"
+        )
+    n = ranked.shape[0]
+    if ranked.numel() and (int(ranked.min()) < 0 or int(ranked.max()) >= n):
+        raise ValueError(
+            f"{name} holds indices outside [0, N = {n}) (min {int(ranked.min())}, max "
+            f"{int(ranked.max())}): every entry must be a row of the ranked list"
+        )
+    return ranked.to(torch.int64)
+
+
+def _check_width(width: object, name: str, columns: int) -> int:
+    """``1 <= width <= columns`` (the ranked list's columns)."""
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {width!r}")
+    if not 1 <= int(width) <= columns:
+        raise ValueError(
+            f"{name}={width} must lie in [1, {columns}], the ranked list's number of columns"
+        )
+    return int(width)
+
+
+def _check_encoding(encoding: object, name: str = "encoding") -> RowSparse:
+    if not isinstance(encoding, RowSparse):
+        raise TypeError(f"{name} must be a RowSparse, got {type(encoding).__name__}")
+    return encoding
 
 
 @dataclass(frozen=True)
@@ -161,7 +201,18 @@ def reciprocal_mask(ranked: torch.Tensor, width: int) -> torch.Tensor:
     Returns:
         bool ``[N, width]``: ``mask[i, c]`` is True when ``i`` is among the first ``width``
         neighbours of ``ranked[i, c]`` (``c``-th neighbour of ``i``).
+
+    Raises:
+        TypeError, ValueError: ``ranked`` not a 2-D integer tensor of indices in ``[0, N)``,
+            ``width`` outside ``[1, W]``.
     """
+    ranked = _check_ranked(ranked)
+    width = _check_width(width, "width", ranked.shape[1])
+    return _reciprocal_mask(ranked, width)
+
+
+def _reciprocal_mask(ranked: torch.Tensor, width: int) -> torch.Tensor:
+    """:func:`reciprocal_mask` without the input checks."""
     forward = ranked[:, :width].contiguous()
     n = forward.shape[0]
     out = torch.empty(forward.shape, dtype=torch.bool, device=forward.device)
@@ -181,9 +232,11 @@ def k_reciprocal_sets(ranked: np.ndarray | torch.Tensor, width: int) -> list[np.
         ranked: int ``[N, W]`` ranked list.
         width: columns used (``k1`` for the Jaccard distance, ``k1 + 1`` for re-ranking).
     """
-    ranked_t = torch.as_tensor(np.asarray(ranked) if not torch.is_tensor(ranked) else ranked)
-    ranked_t = ranked_t.to(torch.int64)
-    mask = reciprocal_mask(ranked_t, width).cpu().numpy()
+    if isinstance(ranked, np.ndarray):
+        ranked = torch.from_numpy(ranked)
+    ranked_t = _check_ranked(ranked)
+    width = _check_width(width, "width", ranked_t.shape[1])
+    mask = _reciprocal_mask(ranked_t, width).cpu().numpy()
     forward = ranked_t[:, :width].cpu().numpy()
     return [forward[i][mask[i]] for i in range(forward.shape[0])]
 
@@ -199,11 +252,29 @@ def expanded_reciprocal_pairs(
     Returns:
         ``(rows, cols)`` int64 vectors sorted by row, then column (the reference's
         ``np.unique`` order), one pair per member.
+
+    Raises:
+        TypeError, ValueError: as :func:`reciprocal_mask`, for ``width`` and ``half_width``.
     """
+    ranked = _check_ranked(ranked)
+    width = _check_width(width, "width", ranked.shape[1])
+    half_width = _check_width(half_width, "half_width", ranked.shape[1])
+    return _expanded_reciprocal_pairs(ranked, width, half_width)
+
+
+def _expanded_reciprocal_pairs(
+    ranked: torch.Tensor, width: int, half_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`expanded_reciprocal_pairs` without the input checks."""
     n = ranked.shape[0]
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=ranked.device)
+        return empty, empty.clone()
     forward = ranked[:, :width].contiguous()
-    full = torch.where(reciprocal_mask(ranked, width), forward, -1)  # R(i), -1 padded
-    half = torch.where(reciprocal_mask(ranked, half_width), ranked[:, :half_width].contiguous(), -1)
+    full = torch.where(_reciprocal_mask(ranked, width), forward, -1)  # R(i), -1 padded
+    half = torch.where(
+        _reciprocal_mask(ranked, half_width), ranked[:, :half_width].contiguous(), -1
+    )
     half_sizes = (half >= 0).sum(dim=1).to(torch.float64)
     half_padded = torch.where(half >= 0, half, n)  # column n: a dummy that is never a member
     rows_out, cols_out = [], []
@@ -257,10 +328,31 @@ def k_reciprocal_encoding(
 
     Returns:
         ``V`` as a float32 :class:`RowSparse`; each non-empty row sums to 1.
+
+    Raises:
+        TypeError, ValueError: as :func:`expanded_reciprocal_pairs`; ``pair_distance`` not
+            callable or returning NaN/inf; ``num_cols < N``.
     """
-    rows, cols = expanded_reciprocal_pairs(ranked, width, half_width)
+    ranked = _check_ranked(ranked)
+    width = _check_width(width, "width", ranked.shape[1])
+    half_width = _check_width(half_width, "half_width", ranked.shape[1])
+    if not callable(pair_distance):
+        raise TypeError(
+            "pair_distance must be a callable d(rows, cols) -> distances, got "
+            f"{type(pair_distance).__name__}"
+        )
     n = ranked.shape[0]
+    if num_cols is not None and (
+        isinstance(num_cols, bool) or not isinstance(num_cols, numbers.Integral) or num_cols < n
+    ):
+        raise ValueError(f"num_cols must be an integer >= N = {n}, got {num_cols!r}")
+    rows, cols = _expanded_reciprocal_pairs(ranked, width, half_width)
     neg = -_chunked_pair_distance(pair_distance, rows, cols).to(torch.float32)
+    if not bool(torch.isfinite(neg).all()):
+        raise ValueError(
+            "pair_distance returned NaN or inf (in float32) for some pairs of the expanded "
+            "k-reciprocal sets; the distances must be finite"
+        )
     row_max = torch.full((n,), -torch.inf, dtype=neg.dtype, device=neg.device)
     row_max.scatter_reduce_(0, rows, neg, reduce="amax", include_self=True)
     weights = torch.exp(neg - row_max[rows])
@@ -289,8 +381,21 @@ def local_query_expansion(encoding: RowSparse, neighbours: torch.Tensor) -> RowS
     Returns:
         ``V_qe`` with ``V_qe[i] = mean_{q in neighbours[i]} V[q]`` (sum in neighbour order,
         then divide by ``k2``, as ``np.mean(..., axis=0)`` does).
+
+    Raises:
+        TypeError, ValueError: ``encoding`` not a :class:`RowSparse`; ``neighbours`` not an
+            integer ``[N, k2]`` tensor (``k2 >= 1``) of rows of ``encoding``.
     """
+    encoding = _check_encoding(encoding)
+    neighbours = _check_ranked(neighbours, "neighbours")
     n, k2 = neighbours.shape
+    if n != encoding.num_rows or k2 < 1:
+        raise ValueError(
+            f"neighbours must have shape [N = {encoding.num_rows}, k2 >= 1] (one row per row of "
+            f"encoding), got {tuple(neighbours.shape)}"
+        )
+    if n == 0:
+        return encoding
     counts = encoding.row_counts()
     device = encoding.device
     rows_out, cols_out, vals_out = [], [], []
@@ -344,8 +449,24 @@ def jaccard_from_encoding(
         Dense tensor or :class:`RowSparse`, on the encoding's device. Both come from the same
         arithmetic, so their values are identical where both exist.
     """
+    encoding = _check_encoding(encoding)
     n = encoding.num_rows
     device = encoding.device
+    if rows is not None:
+        if (
+            not isinstance(rows, torch.Tensor)
+            or rows.is_floating_point()
+            or rows.dtype == torch.bool
+        ):
+            raise TypeError(f"rows must be an integer torch.Tensor of row indices, got {rows!r}")
+        if rows.dim() != 1 or (rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n)):
+            raise ValueError(
+                f"rows must be a 1-D tensor of row indices in [0, N = {n}), got shape "
+                f"{tuple(rows.shape)}"
+            )
+        rows = rows.to(device=device, dtype=torch.int64)
+    if transposed is not None:
+        _check_encoding(transposed, "transposed")
     if rows is None and transposed is None and encoding.num_cols == n:
         return _jaccard_all_pairs(encoding, dense=dense, max_distance=max_distance, clip=clip)
     if rows is None:
@@ -463,7 +584,7 @@ def _jaccard_all_pairs(
 
 def _row_blocks(work: torch.Tensor, num_cols: int) -> list[tuple[int, int]]:
     """Split rows into consecutive blocks whose triples and accumulators fit the budget."""
-    max_rows = max(1, _BLOCK_ELEMENTS // num_cols)
+    max_rows = max(1, _BLOCK_ELEMENTS // max(num_cols, 1))
     blocks, start, acc = [], 0, 0
     for i, w in enumerate(work.tolist()):
         if i > start and (i - start >= max_rows or acc + w > _BLOCK_ELEMENTS):

@@ -114,6 +114,10 @@ def _pairwise_scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, 
 
 
 def _as_labels(labels: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    if isinstance(labels, torch.Tensor) and (labels.is_floating_point() or labels.is_complex()):
+        raise ValueError(f"{name} must be a 1-D integer array, got dtype {labels.dtype}")
+    if isinstance(labels, list | tuple) and len(labels) == 0:
+        labels = np.zeros(0, dtype=np.int64)  # np.asarray([]) would be float64
     arr = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must be a 1-D integer array, got dtype {arr.dtype} {arr.shape}")

@@ -7,6 +7,9 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from reid_backbones import l2_normalize
 
 METRICS = ("euclidean", "cosine")
 """Names accepted by ``metric`` (re-exported as ``reid_eval.distance.METRICS``)."""
@@ -66,3 +69,33 @@ def positive_int(value: int, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value}; pass a positive integer")
     return value
+
+
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, dim=1)``, also for rows whose squares overflow or underflow float32.
+
+    Rows of ordinary magnitude go through ``F.normalize`` itself (the same bits as before); when
+    some row's largest ``|entry|`` lies outside ``[2⁻⁶⁰, 2⁶⁰]`` (its squared norm would be inf,
+    or lose its precision to underflow), ``reid_backbones.l2_normalize`` scales each row by an
+    exact power of two first: features of 1e30 then give unit vectors instead of zeros.
+    """
+    if x.numel() == 0 or not x.is_floating_point():
+        return F.normalize(x, dim=1)
+    peak = x.detach().abs().amax(dim=1)
+    peak = peak[peak > 0]
+    if peak.numel() and (float(peak.max()) > 2.0**60 or float(peak.min()) < 2.0**-60):
+        return l2_normalize(x, dim=1)
+    return F.normalize(x, dim=1)
+
+
+def check_finite_rows(x: torch.Tensor, name: str) -> None:
+    """Raise ValueError naming the first row of ``x`` with NaN or inf (after float32)."""
+    suspects = torch.nonzero(~torch.isfinite(x.sum(dim=1))).flatten()
+    if suspects.numel() == 0:
+        return
+    bad = suspects[~torch.isfinite(x[suspects]).all(dim=1)]
+    if bad.numel():
+        raise ValueError(
+            f"{name} contains NaN or inf (first in row {int(bad[0])}, after conversion to "
+            "float32); check the features or replace them, e.g. with torch.nan_to_num"
+        )

@@ -124,7 +124,8 @@ def plain_re_ranking(
 
     Defines :func:`reid_eval.re_ranking`, which follows the authors' code: the query-gallery,
     query-query and gallery-gallery distances are joined into one ``(Q + G) × (Q + G)`` matrix,
-    **squared** (as the classic code does) and divided by each column's maximum. Each sample's
+    **squared** (as the classic code does) and divided by each column's maximum (a column of
+    zeros stays zeros; the classic code divides 0 by 0 there). Each sample's
     ranked list includes itself first. Then, per sample ``i``:
 
     1. the reciprocal set R(i) of its first ``k1 + 1`` entries, expanded by each ``R_half(j)``
@@ -139,7 +140,8 @@ def plain_re_ranking(
     """
     num_q = q_g.shape[0]
     full = np.block([[q_q, q_g], [q_g.T, g_g]]).astype(np.float32) ** 2
-    original = (full / full.max(axis=0)).T
+    column_max = full.max(axis=0)
+    original = (full / np.where(column_max > 0, column_max, 1)).T  # an all-zero column stays 0
     n = original.shape[0]
     ranked = np.argsort(original, axis=1, kind="stable")
     half = int(np.around(k1 / 2)) + 1

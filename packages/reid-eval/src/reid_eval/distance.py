@@ -16,7 +16,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from ._checks import METRICS, as_feature_tensor, check_metric, check_pair
+from ._checks import (
+    METRICS,
+    as_feature_tensor,
+    check_finite_rows,
+    check_metric,
+    check_pair,
+    normalize_rows,
+)
 
 __all__ = ["METRICS", "ROW_BLOCK", "distance_rows", "iter_distance_chunks", "pairwise_distance"]
 
@@ -46,8 +53,10 @@ def pairwise_distance(
         torch.Tensor: float32 distances of shape [Q, G] on the features' device.
 
     Raises:
-        ValueError: on shapes other than [Q, D] and [G, D], different devices or an unknown
-            metric.
+        ValueError: on shapes other than [Q, D] and [G, D], different devices, an unknown
+            metric, NaN/inf features, or (``"euclidean"``) squared norms that overflow float32
+            (the features are too large for float32 distances: scale or L2-normalise them).
+            ``"cosine"`` takes features of any finite magnitude.
     """
     q, g = as_feature_tensor(query, "query"), as_feature_tensor(gallery, "gallery")
     check_pair(q, g, "query", "gallery")
@@ -122,7 +131,7 @@ def distance_rows(
     q, g = as_feature_tensor(query, "query"), as_feature_tensor(gallery, "gallery")
     check_pair(q, g, "query", "gallery")
     check_metric(metric)
-    index = torch.as_tensor(np.asarray(rows), dtype=torch.long).flatten()
+    index = _row_index(rows)
     num_q = q.shape[0]
     if index.numel() and (int(index.min()) < -num_q or int(index.max()) >= num_q):
         raise ValueError(f"rows must be query indices in [0, {num_q}), got {rows!r}")
@@ -139,6 +148,23 @@ def distance_rows(
         where = torch.nonzero(index // ROW_BLOCK == block).flatten()
         out[where.to(out.device)] = scratch[(index[where] - start).to(out.device)]
     return out
+
+
+def _row_index(rows: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``rows`` as a flat int64 tensor; floats and bools are refused (they are not indices)."""
+    if isinstance(rows, torch.Tensor):
+        index = rows.detach().cpu()
+        kind_ok = not (index.is_floating_point() or index.is_complex() or index.dtype == torch.bool)
+    else:
+        array = np.asarray(rows)
+        kind_ok = array.dtype.kind in "iu" or array.size == 0
+        index = torch.from_numpy(array.astype(np.int64)) if kind_ok else None
+    if not kind_ok:
+        raise ValueError(
+            f"rows must be integer query indices, got dtype {getattr(rows, 'dtype', None)} "
+            f"({rows!r:.60}); pass row numbers, e.g. np.flatnonzero(mask) for a boolean mask"
+        )
+    return index.to(torch.long).flatten()
 
 
 def _generate_chunks(
@@ -177,13 +203,15 @@ class _Prepared:
 
     def __init__(self, query: torch.Tensor, gallery: torch.Tensor, metric: str) -> None:
         q, g = query.detach().float(), gallery.detach().float()
+        check_finite_rows(q, "query")
+        check_finite_rows(g, "gallery")
         self.metric = metric
         if metric == "cosine":
-            q = torch.nn.functional.normalize(q, dim=1)
-            g = torch.nn.functional.normalize(g, dim=1)
+            q, g = normalize_rows(q), normalize_rows(g)
         else:
             self.q_sq = q.pow(2).sum(1)
             self.g_sq = g.pow(2).sum(1)
+            _check_no_overflow(self.q_sq, self.g_sq, q, g)
         self.q, self.g_t = q, g.T
         self._product: torch.Tensor | None = None  # [ROW_BLOCK, G] scratch, allocated once
 
@@ -206,3 +234,25 @@ class _Prepared:
         else:
             torch.mm(q, self.g_t, out=out)
             out.neg_().add_(1)  # -x + 1 is 1 - x exactly
+
+
+def _check_no_overflow(q_sq: torch.Tensor, g_sq: torch.Tensor, q: torch.Tensor, g: torch.Tensor):
+    """Refuse features whose squared Euclidean distances ``‖q‖² + ‖g‖² − 2⟨q, g⟩`` overflow.
+
+    ``|2⟨q, g⟩| <= ‖q‖² + ‖g‖²``, so a query row is safe exactly when ``‖q‖² + max ‖g‖²`` is
+    finite; otherwise the formula gives inf or NaN for that row.
+    """
+    if q_sq.numel() == 0 or g_sq.numel() == 0:
+        return
+    bad = ~torch.isfinite(q_sq + g_sq.max())
+    if bool(bad.any()):
+        where = "query row " + str(int(bad.nonzero()[0]))
+        if bool(torch.isfinite(q_sq).all()) and not bool(torch.isfinite(g_sq).all()):
+            where = "gallery row " + str(int((~torch.isfinite(g_sq)).nonzero()[0]))
+        peak = max(float(q.abs().max()), float(g.abs().max()))
+        raise ValueError(
+            f"the distances computed from the features overflow float32 (first in {where}; "
+            f"query and gallery values up to {peak:.3g}): the features are too large for float32 "
+            "squared distances; scale them down or L2-normalise them first (normalize=True in "
+            "evaluate_features and ReIDEvaluator)"
+        )

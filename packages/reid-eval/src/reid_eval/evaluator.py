@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import distance
-from ._checks import as_feature_tensor, check_metric, check_pair, positive_int
+from ._checks import as_feature_tensor, check_metric, check_pair, normalize_rows, positive_int
 from .distance import iter_distance_chunks
 from .metrics import ArrayLike, RankAccumulator, RankResult, evaluate_rank
 
@@ -139,8 +139,7 @@ def evaluate_features(
     _check_finite(q, "query_feats")
     _check_finite(g, "gallery_feats")
     if normalize:
-        q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
+        q, g = normalize_rows(q), normalize_rows(g)
 
     # One reused chunk buffer (and one on the host for GPU chunks), ranked in place: its values
     # are not needed afterwards.
@@ -476,4 +475,4 @@ def _int_batch(values: ArrayLike, name: str, batch: int) -> np.ndarray:
 
 
 def _l2_normalize(feats: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(feats.to(torch.float32), dim=1)
+    return normalize_rows(feats.to(torch.float32))

@@ -360,7 +360,8 @@ class RankAccumulator:
                 f"No valid query: none of the {num_q} queries has a true match (same pid, "
                 "different camera) in the gallery. Probably every query shares its camera "
                 "with all of its matches, or the query and gallery pids do not overlap; check "
-                "the pid/camid arrays and the query/gallery split"
+                "query_pids, gallery_pids, query_camids, gallery_camids and the query/gallery "
+                "split"
             )
         max_rank = self.max_rank
         first_pos = self.first_pos[valid]

@@ -34,6 +34,7 @@ max_r M[r, i]``; ``T`` is row-normalised for symmetric input):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -47,7 +48,7 @@ from reid_clustering import (
     rank_by_distance,
 )
 
-from ._checks import as_feature_tensor
+from ._checks import as_feature_tensor, positive_int
 
 __all__ = ["iter_re_ranking_features", "re_ranking", "re_ranking_features"]
 
@@ -90,6 +91,11 @@ def re_ranking(
         )
     k1, k2, lambda_value = _check_parameters(k1, k2, lambda_value, num_q, num_g)
     q_g, q_q, g_g = (d.to(q_g.device) for d in (q_g, q_q, g_g))
+    # The result does not depend on the distances' unit (each column is divided by its maximum):
+    # bring them near 1 by an exact power of two where squaring would overflow or underflow.
+    scale = _power_of_two_scale(max(float(d.abs().max()) for d in (q_g, q_q, g_g)), 30)
+    if scale != 1.0:
+        q_g, q_q, g_g = (d * scale for d in (q_g, q_q, g_g))
     squared = torch.cat([torch.cat([q_q, q_g], 1), torch.cat([q_g.t(), g_g], 1)], 0).pow(2)
     column_max = squared.max(dim=0).values
     original = (squared / torch.where(column_max > 0, column_max, 1)).t().contiguous()
@@ -149,6 +155,12 @@ def iter_re_ranking_features(
     x = torch.cat([q, g])
     n, num_q = x.shape[0], q.shape[0]
     k1, k2, lambda_value = _check_parameters(k1, k2, lambda_value, num_q, g.shape[0])
+    chunk_size = positive_int(chunk_size, "chunk_size")
+    # Scaling the features scales every squared distance alike, which the normalisation by each
+    # sample's maximum removes: an exact power of two keeps their squares inside float32.
+    scale = _power_of_two_scale(float(x.abs().max()) if x.numel() else 0.0, 16)
+    if scale != 1.0:
+        x = x * scale
     width = max(k1 + 1, k2)
     sq_norms = x.pow(2).sum(dim=1)
 
@@ -212,10 +224,21 @@ def _check_parameters(
             f"gallery); lower {' and '.join(lower)}, or pass at least {need - num_q} gallery "
             "samples"
         )
-    lam = float(lambda_value)
+    try:
+        lam = float(lambda_value)
+    except (TypeError, ValueError):
+        raise ValueError(f"lambda_value must be a number in [0, 1], got {lambda_value!r}") from None
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value!r}")
     return int(k1), int(k2), lam
+
+
+def _power_of_two_scale(peak: float, limit: int) -> float:
+    """1.0 when ``peak`` lies in ``[2^-limit, 2^limit]`` (or is 0), else the power of two that
+    brings it into ``[0.5, 1)``."""
+    if peak == 0 or 2.0**-limit <= peak <= 2.0**limit:
+        return 1.0
+    return 2.0 ** -math.frexp(peak)[1]
 
 
 def _as_distance(d: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
@@ -251,7 +274,13 @@ def _as_features(
         tensors.append(t)
     q, g = tensors
     if q.shape[1] != g.shape[1]:
-        raise ValueError(f"feature dimensions differ: query {q.shape[1]}, gallery {g.shape[1]}")
+        raise ValueError(
+            f"query_features and gallery_features dimensions differ: {q.shape[1]} vs "
+            f"{g.shape[1]}; extract both with the same model and head"
+        )
     if q.device != g.device:
-        raise ValueError(f"query features on {q.device}, gallery features on {g.device}")
+        raise ValueError(
+            f"query_features are on {q.device} but gallery_features on {g.device}; move both to "
+            "one device"
+        )
     return q, g

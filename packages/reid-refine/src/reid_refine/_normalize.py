@@ -24,9 +24,10 @@ def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     and bfloat16; float16 to rounding, as small entries may turn subnormal), and vectors of any
     finite magnitude give unit vectors.
 
-    As with ``F.normalize``: zero vectors stay zero, a vector with a NaN is all NaN, one with an
-    inf has NaN there and 0 elsewhere. The scale is detached (the result does not depend on it),
-    so the gradients are those of ``F.normalize``. Only ops that export to ONNX are used.
+    As with ``F.normalize``: zero vectors stay zero (in float16 too, where ``F.normalize``
+    gives NaN), a vector with a NaN is all NaN, one with an inf has NaN there and 0 elsewhere.
+    The scale is detached (the result does not depend on it), so the gradients are those of
+    ``F.normalize``. Only ops that export to ONNX are used.
     """
     if not x.is_floating_point() or x.dim() == 0 or x.shape[dim] == 0:
         return F.normalize(x, dim=dim)
@@ -35,4 +36,6 @@ def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     low, high = 1 - math.frexp(finfo.max)[1], 1 - math.frexp(finfo.tiny)[1]
     max_abs = x.detach().abs().amax(dim=dim, keepdim=True)
     exponent = torch.floor(torch.log2(max_abs)).clamp(low, high)  # zero vectors: -inf -> low
-    return F.normalize(x * torch.exp2(-exponent), dim=dim)
+    # The scaled norms are 0 or >= 1, so the floor ``eps`` only keeps zero vectors at zero: the
+    # default 1e-12 underflows to 0 in float16, where a zero vector became 0/0 = NaN.
+    return F.normalize(x * torch.exp2(-exponent), dim=dim, eps=finfo.tiny)

@@ -167,7 +167,10 @@ def _eq7_further_smoothing(
 
     if n_l == 2:
         if guidance != "cross":
-            raise ValueError("guidance='non_cross' needs N_l = 3 local regions")
+            raise ValueError(
+                "guidance='non_cross' needs N_l = 3 local regions, but local_feats/local_logits "
+                "have N_l = 2; use guidance='cross'"
+            )
         return torch.stack([outer(0, 1), outer(1, 0)], dim=1)
     if n_l != 3:
         raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -78,7 +79,9 @@ def ranked_lists(
     PPLR ``compute_ranked_list``: search ``k + 1`` neighbours, return ``[:, 1:k+1]``.
 
     Args:
-        feats: ``[N, D]`` float features, used as given (PPLR L2-normalises them beforehand).
+        feats: ``[N, D]`` float features, used as given (PPLR L2-normalises them beforehand);
+            features whose inner products would overflow their dtype (or underflow) are first
+            scaled by an exact power of two, which leaves the ranking unchanged.
         k: list length, ``1 <= k < N``.
         chunk_size: rows of the N×N similarity computed at once (memory ``chunk_size × N``);
             default keeps one chunk at ~128 MB of float32.
@@ -93,13 +96,33 @@ def ranked_lists(
         chunk_size = _default_chunk_size(n)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    feats = feats.detach()
+    feats = _product_safe(feats.detach())
     out = torch.empty((n, k), dtype=torch.long, device=feats.device)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         sims = feats[start:stop] @ feats.T
         out[start:stop] = _topk_rows(sims, k + 1)[:, 1:]
     return out
+
+
+def _product_safe(x: torch.Tensor) -> torch.Tensor:
+    """``x``, or ``x`` times the power of two that brings its largest ``|entry|`` into [0.5, 1)
+    when its inner products could overflow (or underflow to lose their precision) in its dtype.
+
+    The scaling is exact and multiplies every inner product by the same positive number, so the
+    ranking is that of the exact features; ordinary features (L2-normalised, say) are returned as
+    they are and rank bit for bit as before.
+    """
+    if x.numel() == 0:
+        return x
+    finfo = torch.finfo(x.dtype)
+    peak = float(x.abs().max())
+    if peak == 0:
+        return x
+    e = math.frexp(peak)[1]  # peak < 2^e, so |<x_i, x_j>| < D·4^e
+    if x.shape[-1] * 4.0**e < finfo.max / 4 and 4.0 ** (e - 1) >= finfo.tiny / finfo.eps:
+        return x
+    return x * 2.0**-e
 
 
 def _jaccard_of_lists(a: torch.Tensor, b: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -286,7 +309,36 @@ def _check_part_inputs(
 def aals_targets(
     targets: torch.Tensor, agreement: torch.Tensor, num_classes: int, dtype: torch.dtype
 ) -> torch.Tensor:
-    """AALS refined part labels, PPLR Eq. 7: ``ỹ^p = C_p·y + (1 − C_p)·u`` → ``[N, P, K]``."""
+    """AALS refined part labels, PPLR Eq. 7: ``ỹ^p = C_p·y + (1 − C_p)·u`` → ``[N, P, K]``.
+
+    Args:
+        targets: ``[N]`` integer pseudo-labels in ``[0, num_classes)``.
+        agreement: ``[N, P]`` cross-agreement scores in [0, 1].
+        num_classes: K >= 1.
+        dtype: floating-point dtype of the result.
+
+    Raises:
+        ValueError: on invalid inputs (each message names the argument).
+    """
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, numbers.Integral)
+        or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    agreement = check_float_tensor(agreement, "agreement", 2)
+    n, p = agreement.shape
+    check_targets(targets, n, int(num_classes))
+    check_agreement(agreement, n, p)
+    return _aals_targets(targets, agreement, int(num_classes), dtype)
+
+
+def _aals_targets(
+    targets: torch.Tensor, agreement: torch.Tensor, num_classes: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`aals_targets` without input checks, for callers that validated already."""
     y = one_hot_targets(targets, num_classes, dtype)[:, None, :]
     c = agreement.detach().to(dtype)[:, :, None]
     return c * y + (1.0 - c) / num_classes
@@ -300,7 +352,8 @@ def aals_loss(
     For each part p: batch mean of ``C_ip·H(y_i, q_i^p) + (1 − C_ip)·KL(u ‖ q_i^p)`` with u
     uniform over the K clusters; then the mean over parts. Implemented as the soft
     cross-entropy against the Eq. 7 target minus the constant ``(1 − C)·log K`` (since
-    ``KL(u‖q) = H(u, q) − log K``), which is the same number.
+    ``KL(u‖q) = H(u, q) − log K``), which is the same number; each sample's term is clamped at 0,
+    where rounding could take the subtraction to −1e-16.
 
     Args:
         part_logits: ``[N, P, K]`` float.
@@ -315,10 +368,12 @@ def aals_loss(
     """
     n, p, k = _check_part_inputs(part_logits, targets, agreement)
     check_nonempty_batch(part_logits, "part_logits", "aals_loss")
-    target = aals_targets(targets, agreement, k, part_logits.dtype)
+    target = _aals_targets(targets, agreement, k, part_logits.dtype)
     per_sample = soft_cross_entropy_unchecked(part_logits, target, "none")  # [N, P]
     entropy_u = (1.0 - agreement.detach().to(part_logits.dtype)) * math.log(k)
-    return (per_sample - entropy_u).mean()
+    # Each term is >= 0 (a cross-entropy plus a KL divergence); the subtraction rounds it to
+    # -1e-16 where it is exactly 0 (uniform logits, C = 0): clamp those at 0.
+    return (per_sample - entropy_u).clamp_min(0).mean()
 
 
 @torch.no_grad()
