@@ -247,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p0-workdir", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--only-finished", action="store_true", help="train nothing")
     parser.add_argument(
-        "--json", type=Path, help="merge every probe run's figures into this record file"
+        "--json",
+        type=Path,
+        help="merge every probe run's figures (with --from-json: the probe records read) into "
+        "this record file",
     )
     parser.add_argument(
         "--from-json",
@@ -267,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {*args.probes, "P0"}  # P0: the reference of every verdict
     if args.from_json:
         records = from_records(args.from_json)
+        if args.json:  # the probes' records of the files given, merged into one record file
+            write_runs(args.json, [r for r in records if r.get("probe")])
         runs = [r for r in records if r.get("probe") in wanted]
         if not any(r["probe"] == "P0" for r in runs):
             runs += side_by_side_p0(records)

@@ -150,3 +150,17 @@ def test_from_json_reads_an_official_pplr_record_file_as_a_probes(
     probes.main(["--from-json", str(others), f"P1={p1}", "--p0-json", str(tmp_path / "x.json")])
     assert capsys.readouterr().out.strip() == probes.table(RUNS, [1])
     assert probes.from_records([f"P1={p1}"]) == [r for r in RUNS if r["probe"] == "P1"]
+
+
+def test_from_json_with_json_merges_the_probe_records_into_one_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "official_probes.json"
+    out.write_text(json.dumps({"runs": [r for r in RUNS if r["probe"] != "P1"]}))
+    p1 = tmp_path / "official_probe_P1.json"  # a probe's own record file, no probe field
+    p1.write_text(json.dumps({"runs": [{k: v for k, v in r.items() if k != "probe"}
+                                       for r in RUNS if r["probe"] == "P1"]}))  # fmt: skip
+    monkeypatch.setattr(probes, "write_section", lambda name, body: None)
+    probes.main(["--from-json", str(out), f"P1={p1}", "--json", str(out), "--no-write"])
+    merged = json.loads(out.read_text())["runs"]
+    assert sorted(map(json.dumps, merged)) == sorted(map(json.dumps, RUNS))

@@ -10,7 +10,7 @@
   the official PPLR weights converted to them (:func:`convert_official_pplr`).
 """
 
-from ._normalize import l2_normalize
+from .normalize import l2_normalize
 from .attention import (
     ATTENTIONS,
     CBAM,

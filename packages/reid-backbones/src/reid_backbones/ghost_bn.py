@@ -43,15 +43,16 @@ def _ghost_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torc
     n, c = x.shape[0], x.shape[1]
     if n % g:
         raise ValueError(
-            f"ghost BatchNorm with bn_groups={g} needs a batch size divisible by {g}, got {n}; "
-            "change the batch size (or drop_last=True in the DataLoader) or bn_groups"
+            f"ghost BatchNorm with {g} groups (bn_groups={g}) needs a batch size divisible by "
+            f"{g}, got {n}; change the batch size (or drop_last=True in the DataLoader) or "
+            "bn_groups"
         )
     m = n // g
     spatial = x.shape[2:]
     if m == 1 and not spatial.numel() > 1:
         raise ValueError(
-            f"ghost BatchNorm with bn_groups={g} on a batch of {n} leaves 1 sample per group: "
-            "a variance needs at least 2 values; use a larger batch or fewer groups"
+            f"ghost BatchNorm with {g} groups (bn_groups={g}) on a batch of {n} leaves 1 sample "
+            "per group: a variance needs at least 2 values; use a larger batch or fewer groups"
         )
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
     # [G*m, C, *S] -> [m, G*C, *S]: one BatchNorm call whose channels are (group, channel) pairs.
@@ -108,7 +109,10 @@ class GhostBatchNorm2d(_GhostMixin, nn.BatchNorm2d):
 
 def _check(groups: int, running_stats: str) -> None:
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"bn_groups must be a positive integer, got {groups!r}")
+        raise ValueError(
+            f"bn_groups must be a positive integer (the number of groups the batch is split "
+            f"into), got {groups!r}"
+        )
     if running_stats not in _RUNNING_STATS:
         raise ValueError(
             f"running_stats must be one of {', '.join(_RUNNING_STATS)}, got {running_stats!r}"

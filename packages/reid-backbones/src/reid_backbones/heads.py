@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -34,23 +36,27 @@ def region_rows(
       [8, 16)``); N = 2 gives ``[0, 2H/3), [H/3, H)`` (H = 16: ``[0, 11), [5, 16)``, the
       middle third shared); N = 1 is the whole map.
 
-    Edges are rounded half up. A map shorter than the number of bands raises a ValueError.
+    Edges are rounded half up. A map shorter than the number of bands raises a ValueError, as
+    do a ``height`` or ``num_regions`` that is not a positive integer and an ``overlap`` or
+    ``adaptive`` that is not a bool.
     """
-    if num_regions < 1:
-        raise ValueError(f"num_regions must be >= 1, got {num_regions}")
+    for label, value in (("height", height), ("num_regions", num_regions)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+    for label, value in (("overlap", overlap), ("adaptive", adaptive)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{label} must be True or False, got {value!r}")
     if adaptive:
         if overlap:
             raise ValueError("adaptive bins are their own layout: pass overlap=False with them")
-        if height < 1:
-            raise ValueError(f"a feature map needs at least one row, got {height}")
         return [(i * height // num_regions, -(-(i + 1) * height // num_regions))
                 for i in range(num_regions)]  # fmt: skip
     bands = num_regions + 1 if overlap else num_regions
     if height < bands:
         raise ValueError(
             f"a feature map {height} rows tall cannot hold {num_regions} "
-            f"{'overlapping' if overlap else 'disjoint'} regions (needs >= {bands} rows); "
-            "use larger images or fewer regions"
+            f"{'overlapping' if overlap else 'disjoint'} regions (needs height >= {bands} "
+            "rows); use larger images or fewer regions"
         )
     edges = [_round_half_up(k * height / bands) for k in range(bands + 1)]
     step = 2 if overlap else 1

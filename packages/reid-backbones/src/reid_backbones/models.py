@@ -20,6 +20,8 @@ evaluation, clustering and the cross agreement use the L2-normalised BNNeck outp
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -91,8 +93,37 @@ class ReIDOutput(NamedTuple):
     part_pooled_features: torch.Tensor | None
 
 
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or name not in MODEL_OPTIONS:
+        raise ValueError(f"unknown model {name!r}; name must be one of {', '.join(MODELS)}")
+    return name
+
+
+def _check_input_size(input_size: object) -> tuple[int, int]:
+    """``(height, width)`` as two ints >= 1, or a ValueError/TypeError naming ``input_size``."""
+    wanted = "input_size must be (height, width), two positive integers"
+    if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
+        raise TypeError(f"{wanted}, got {input_size!r}")
+    if len(input_size) != 2:
+        raise ValueError(f"{wanted}, got {len(input_size)} value(s): {input_size!r}")
+    for v in input_size:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{wanted}, got {input_size!r}")
+        if v < 1:
+            raise ValueError(f"{wanted}, got {input_size!r}")
+    return int(input_size[0]), int(input_size[1])
+
+
+def _check_last_stride(last_stride: object) -> int:
+    if isinstance(last_stride, bool) or last_stride not in (1, 2) or not isinstance(
+        last_stride, numbers.Integral
+    ):
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+    return int(last_stride)
+
+
 def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    valid = MODEL_OPTIONS[name]
+    valid = MODEL_OPTIONS[_check_name(name)]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         allowed = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "none"
@@ -129,8 +160,13 @@ def feature_map_size(input_size: Sequence[int], last_stride: int = 1) -> tuple[i
     Every strided layer (the 7×7 stem, the max-pool, layers 2-4; layer 4 only with
     ``last_stride=2``) maps a side ``n`` to ``⌊(n − 1)/2⌋ + 1``: 256×128 gives 16×8 with
     ``last_stride=1`` and 8×4 with 2.
+
+    Raises:
+        ValueError, TypeError: ``input_size`` is not two positive integers, or ``last_stride``
+            not 1 or 2.
     """
-    strided = 5 if last_stride == 2 else 4
+    input_size = _check_input_size(input_size)
+    strided = 5 if _check_last_stride(last_stride) == 2 else 4
     sides = []
     for n in input_size:
         for _ in range(strided):
@@ -144,7 +180,11 @@ def check_input_size(
 ) -> None:
     """Raise a ValueError when images of ``input_size`` are too small for model ``name``: its
     part / region split needs more feature-map rows than the backbone leaves (checked before any
-    image is read, e.g. by a training config)."""
+    image is read, e.g. by a training config).
+
+    Unknown names and options, bad option values, an ``input_size`` that is not two positive
+    integers and a ``last_stride`` other than 1 or 2 are ValueErrors/TypeErrors too.
+    """
     opts = _check_options(name, options)
     h, _ = feature_map_size(input_size, last_stride)
     if name == "pplr":
@@ -161,11 +201,30 @@ def check_input_size(
         need = regions + 1 if overlap else regions
         stride = 32 if last_stride == 2 else 16
         raise ValueError(
-            f"images {input_size[0]}x{input_size[1]} give a feature map {h} rows tall (stride "
-            f"{stride}), too short for {what}={regions} {'overlapping' if overlap else 'disjoint'}"
-            f" regions (needs >= {need} rows): use images at least {(need - 1) * stride + 1} "
-            f"pixels tall, or fewer {what.replace('num_', '')}"
+            f"images of input_size {input_size[0]}x{input_size[1]} give a feature map {h} rows "
+            f"tall (stride {stride}), too short for {what}={regions} "
+            f"{'overlapping' if overlap else 'disjoint'} regions (needs >= {need} rows): use "
+            f"images at least {(need - 1) * stride + 1} pixels tall, or fewer "
+            f"{what.replace('num_', '')}"
         ) from None
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch < 2.4: no device argument
+        if device_type == "cpu":
+            return bool(torch.is_autocast_cpu_enabled())
+        return bool(torch.is_autocast_enabled())
+
+
+def _three_finite(values: object) -> bool:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
+        return False
+    return all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        for v in values
+    )
 
 
 class ReIDModel(nn.Module):
@@ -196,16 +255,18 @@ class ReIDModel(nn.Module):
         **options: Any,
     ) -> None:
         super().__init__()
-        if arch not in MODEL_OPTIONS:
-            raise ValueError(f"unknown model {arch!r}; choose one of {', '.join(MODELS)}")
-        if not isinstance(num_classes, int) or num_classes < 0:
+        _check_name(arch)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        if len(input_size) != 2 or len(mean) != 3 or len(std) != 3:
-            raise ValueError("input_size needs (height, width); mean and std need 3 values each")
+        for label, values in (("mean", mean), ("std", std)):
+            if not _three_finite(values) or (label == "std" and min(values) <= 0):
+                raise ValueError(
+                    f"{label} must be 3 finite numbers (one per RGB channel"
+                    f"{', each > 0' if label == 'std' else ''}), got {values!r}"
+                )
         self.arch = arch
         self.options = _check_options(arch, options)
-        if last_stride in (1, 2):  # (other values: the backbone's own error)
-            check_input_size(arch, input_size, last_stride, **self.options)
+        check_input_size(arch, input_size, last_stride, **self.options)
         self.backbone_name = backbone
         self.last_stride = last_stride
         self.bn_groups = 1
@@ -246,8 +307,60 @@ class ReIDModel(nn.Module):
         """P, the number of part/local features (0 without a part branch)."""
         return 0 if self.parts is None else self.parts.num_regions
 
+    def _check_images(self, images: torch.Tensor) -> None:
+        """Raise a ValueError/TypeError naming ``images`` when the model cannot run on them.
+
+        ``images`` must be a floating-point ``[N, 3, H, W]`` tensor on the model's device, of its
+        dtype (unless autocast is on), tall enough for its parts / regions (and, with an IBN-a
+        backbone, leaving more than one position to its InstanceNorms); in training mode ``N``
+        must split into ``bn_groups`` groups of at least 2 images (BatchNorm batch statistics).
+        :meth:`forward` and :meth:`extract` call it.
+        """
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a tensor [N, 3, H, W], got {type(images).__name__}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [N, 3, H, W], got shape {list(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(
+                f"images must be a floating-point tensor (normalised with mean/std), got "
+                f"{images.dtype}"
+            )
+        param = self.neck.weight
+        if images.device != param.device:
+            raise ValueError(
+                f"images are on {images.device} but the model is on {param.device}: move one"
+            )
+        if images.dtype != param.dtype and not _autocast_on(images.device.type):
+            raise TypeError(
+                f"images are {images.dtype} but the model is {param.dtype}: convert the images "
+                "(or the model), or run under torch.autocast"
+            )
+        h, w = int(images.shape[2]), int(images.shape[3])
+        if h < 1 or w < 1:
+            raise ValueError(f"images must be at least 1x1 pixels, got {h}x{w}")
+        check_input_size(self.arch, (h, w), self.last_stride, **self.options)
+        if self.backbone_name.endswith("_ibn_a") and -(-h // 16) * -(-w // 16) < 2:
+            raise ValueError(
+                f"images of {h}x{w} leave 1x1 maps to the InstanceNorms of {self.backbone_name} "
+                "(layer3, stride 16), which need more than one position: use images taller or "
+                "wider than 16 pixels"
+            )
+        if self.training:
+            n, g = int(images.shape[0]), max(1, self.bn_groups)
+            if n % g or n // g < 2:
+                raise ValueError(
+                    f"in training mode images must be a batch of at least 2 per BatchNorm group "
+                    f"(bn_groups={g}: a multiple of {g}, at least {2 * g}), got {n}; BatchNorm "
+                    "needs batch statistics (use model.eval() to embed fewer)"
+                )
+
     def forward(self, images: torch.Tensor) -> ReIDOutput | torch.Tensor:
-        """Training: :class:`ReIDOutput`. Evaluation: L2-normalised global features ``[N, D]``."""
+        """Training: :class:`ReIDOutput`. Evaluation: L2-normalised global features ``[N, D]``.
+
+        Raises:
+            ValueError, TypeError: ``images`` the model cannot run on (see ``_check_images``).
+        """
+        self._check_images(images)
         fmap = self.backbone(images)
         pooled = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
         bn = self.neck(pooled)
@@ -268,6 +381,7 @@ class ReIDModel(nn.Module):
         the model has no part branch. Call it in evaluation mode (``model.eval()``) and under
         ``torch.no_grad()`` as for retrieval; it does not change the mode itself.
         """
+        self._check_images(images)
         fmap = self.backbone(images)
         g = l2_normalize(self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), dim=1)
         if not parts or self.parts is None:
