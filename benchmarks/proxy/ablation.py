@@ -51,6 +51,7 @@ from benchmarks.proxy.runs import (
     finished,
     make_data,
     optim_of,
+    read_runs,
     reid_train,
     source_model,
     write_runs,
@@ -229,6 +230,14 @@ def main() -> int:
         help="keep every run's best/ and state/ folders (by default a finished row run keeps "
         "last/ only, about 45 MB)",
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="train nothing: the tables from these record files (merged in order; a later "
+        "run replaces an earlier one of the same row and seed), no run folder needed",
+    )
     add_extra_argument(parser)
     args = parser.parse_args()
     unknown = set(args.rows or ()) - set(ROW_NAMES)
@@ -237,10 +246,16 @@ def main() -> int:
     rows = ROWS if not args.rows else [r for r in ROWS if r.name in args.rows]
 
     start = time.perf_counter()
-    results = run_pair(args, rows)
+    if args.from_json:
+        records = read_runs(args.from_json)
+        results = {row.name: sorted((r for r in records if r["row"] == row.name),
+                                    key=lambda r: r["seed"]) for row in rows}  # fmt: skip
+        results = {name: rs for name, rs in results.items() if rs}
+    else:
+        results = run_pair(args, rows)
     runs = [r for rs in results.values() for r in rs]
     if args.json:
-        write_runs(args.json, runs, merge=False)
+        write_runs(args.json, runs, merge=bool(args.from_json))
     table = ablation_table(results)
     diagnostics = diagnostics_table(results)
     props, ok = regime_properties(results)
@@ -262,19 +277,30 @@ def main() -> int:
         if len(runs) < wanted
         else ""
     )
+    command = "python -m benchmarks.proxy.ablation" + (
+        " --from-json " + " ".join(_shown(p) for p in args.from_json) if args.from_json else ""
+    )
+    if args.from_json:
+        invocation = "this table was built from the records, training nothing"
+        where = (
+            "Machine: the runs' (each record names its commit where known); rendered on "
+            f"{machine()}."
+        )
+    else:
+        took = (time.perf_counter() - start) / 60
+        invocation = f"this invocation ran {took:.0f} min, reusing every run already finished"
+        where = f"Machine: {machine()}."
     body = f"""## Synthetic proxy: paired-seed ablation ({pair})
 
 Every row: ResNet-18 from the supervised source model (`{SOURCE_CONFIG}`, trained on the source
 dataset only), then the row's `configs/synthetic_*.yaml` on the target without its labels
 (`supervised`: with them, same budget); one evaluation after the last epoch. Δ is the paired
 difference to `baseline` over the same seeds, with a 95 % t interval. F1 and clusters: the last
-epoch's pseudo labels. Regenerate with `python -m benchmarks.proxy.ablation`; the runs took
+epoch's pseudo labels. Regenerate with `{command}`; the runs took
 {compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
-machine and any pause of the sweep; median run {median_run:.0f} s; this invocation
-ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already
-finished).{extra}{partial}
+machine and any pause of the sweep; median run {median_run:.0f} s; {invocation}).{extra}{partial}
 
-Machine: {machine()}.
+{where}
 
 {table}
 
@@ -295,6 +321,14 @@ the last epoch's means over its iterations, CE terms against the row's refined t
             name += f"-t{args.target_seed}-s{args.source_seed}"
         write_section(name, body)
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a command line from the repository root gives it."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":
