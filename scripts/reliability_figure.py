@@ -46,6 +46,11 @@ PACKAGES = {
         "tests.property.test_eval_properties",
         "metrics, distances, evaluators and re-ranking",
     ),
+    "reid-backbones": (
+        "reid_backbones",
+        "tests.property.test_backbones_properties",
+        "every public name but ONNX export; models on ResNet-18 (and IBN-a) only",
+    ),
 }
 
 

@@ -10,7 +10,6 @@
   the official PPLR weights converted to them (:func:`convert_official_pplr`).
 """
 
-from .normalize import l2_normalize
 from .attention import (
     ATTENTIONS,
     CBAM,
@@ -44,6 +43,7 @@ from .models import (
     check_input_size,
     feature_map_size,
 )
+from .normalize import l2_normalize
 from .official import convert_official_pplr
 from .onnx_export import export_onnx
 from .resnet import (

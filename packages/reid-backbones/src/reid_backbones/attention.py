@@ -33,9 +33,14 @@ def register_attention(
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Class decorator adding an attention block to :data:`ATTENTIONS` under ``name``."""
 
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if name in ATTENTIONS:  # at once, not when the class is decorated
+        raise ValueError(f"name {name!r} is already registered as an attention")
+
     def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in ATTENTIONS:
-            raise ValueError(f"attention {name!r} is already registered")
+            raise ValueError(f"name {name!r} is already registered as an attention")
         ATTENTIONS[name] = factory
         return factory
 
@@ -50,14 +55,25 @@ def build_attention(name: str, channels: int, **kwargs: object) -> nn.Module:
         channels: number of channels C of the maps it will see.
         **kwargs: options of that block (e.g. ``reduction=16``).
     """
-    if name not in ATTENTIONS:
-        raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
+    if not isinstance(name, str) or name not in ATTENTIONS:
+        raise ValueError(f"unknown attention {name!r}; name must be one of {', '.join(ATTENTIONS)}")
+    _check_channels(channels)
     return ATTENTIONS[name](channels, **kwargs)
 
 
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_channels(channels: object) -> None:
+    if not _positive_int(channels):
+        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+
+
 def _hidden(channels: int, reduction: int) -> int:
-    if reduction < 1:
-        raise ValueError(f"reduction must be >= 1, got {reduction}")
+    _check_channels(channels)
+    if not _positive_int(reduction):
+        raise ValueError(f"reduction must be an integer >= 1, got {reduction!r}")
     return max(1, channels // reduction)
 
 
@@ -140,9 +156,10 @@ class ECA(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int | None = None) -> None:
         super().__init__()
+        _check_channels(channels)
         k = eca_kernel_size(channels) if kernel_size is None else kernel_size
-        if k < 1 or k % 2 == 0:
-            raise ValueError(f"ECA kernel_size must be a positive odd integer, got {k}")
+        if not _positive_int(k) or k % 2 == 0:
+            raise ValueError(f"ECA kernel_size must be a positive odd integer, got {k!r}")
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,6 +180,11 @@ class CBAM(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
         super().__init__()
         hidden = _hidden(channels, reduction)
+        if not _positive_int(kernel_size) or kernel_size % 2 == 0:
+            # (an even kernel would make the spatial map one row and column larger than x)
+            raise ValueError(
+                f"CBAM kernel_size must be a positive odd integer, got {kernel_size!r}"
+            )
         self.mlp = nn.Sequential(
             nn.Conv2d(channels, hidden, kernel_size=1),
             nn.ReLU(inplace=True),

@@ -107,13 +107,15 @@ def save_checkpoint(
 
     Raises:
         ValueError: ``interpolation`` is not one of :data:`INTERPOLATIONS`.
-        TypeError: ``model`` is not a reid-backbones model, or ``extra`` is not
-            JSON-serialisable.
+        TypeError: ``model`` is not a reid-backbones model, or ``extra`` is not a
+            JSON-serialisable mapping.
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(
             f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
         )
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a mapping (a dict) or None, got {type(extra).__name__}")
     net = unwrap_model(model)
     from . import __version__
 

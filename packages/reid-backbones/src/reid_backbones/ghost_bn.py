@@ -107,12 +107,17 @@ class GhostBatchNorm2d(_GhostMixin, nn.BatchNorm2d):
     """:class:`torch.nn.BatchNorm2d` that normalises over ``batch / groups`` samples in training."""
 
 
-def _check(groups: int, running_stats: str) -> None:
+def check_bn_groups(groups: object) -> None:
+    """Raise a ValueError naming ``bn_groups`` unless ``groups`` is a positive int (not a bool)."""
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(
             f"bn_groups must be a positive integer (the number of groups the batch is split "
             f"into), got {groups!r}"
         )
+
+
+def _check(groups: int, running_stats: str) -> None:
+    check_bn_groups(groups)
     if running_stats not in _RUNNING_STATS:
         raise ValueError(
             f"running_stats must be one of {', '.join(_RUNNING_STATS)}, got {running_stats!r}"

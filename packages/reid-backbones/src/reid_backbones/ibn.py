@@ -14,6 +14,8 @@ check of :func:`reid_backbones.load_pretrained`.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -31,17 +33,29 @@ class IBN(nn.Module):
 
     def __init__(self, planes: int, ratio: float = 0.5) -> None:
         super().__init__()
-        if not 0.0 < ratio < 1.0:
-            raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio < 1:
+            raise ValueError(f"ratio must be in (0, 1), got {ratio!r}")
+        if isinstance(planes, bool) or not isinstance(planes, int) or planes < 1:
+            raise ValueError(f"planes must be a positive integer, got {planes!r}")
         self.half = int(planes * ratio)
         if not 0 < self.half < planes:
-            raise ValueError(f"IBN needs at least 2 channels to split, got {planes}")
+            raise ValueError(
+                f"IBN needs channels for both of its norms: planes={planes} with ratio={ratio} "
+                f"gives {self.half} to InstanceNorm and {planes - self.half} to BatchNorm"
+            )
         self.IN = nn.InstanceNorm2d(self.half, affine=True)
         self.BN = nn.BatchNorm2d(planes - self.half)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.shape[0] and x.shape[2] * x.shape[3] < 2:
+            raise ValueError(
+                f"x must have more than one spatial position for IBN's InstanceNorm, got "
+                f"{x.shape[2]}x{x.shape[3]} maps (use larger images)"
+            )
         first, second = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
-        return torch.cat((self.IN(first), self.BN(second)), dim=1)
+        # An empty batch: torch's instance norm fails on it (nothing to normalise anyway).
+        instance = self.IN(first) if x.shape[0] else first
+        return torch.cat((instance, self.BN(second)), dim=1)
 
 
 def convert_to_ibn_a(
@@ -53,6 +67,11 @@ def convert_to_ibn_a(
     ``conv1``) of the given stages becomes an :class:`IBN` layer with the same number of
     channels, initialised like IBN-Net (weights 1, biases 0).
     """
+    if isinstance(stages, str):
+        raise TypeError(f"stages must be a sequence of stage names, got the string {stages!r}")
+    missing = [s for s in stages if not isinstance(getattr(net, s, None), nn.Module)]
+    if missing:
+        raise ValueError(f"stages names {missing}, which the network does not have")
     for stage in stages:
         for block in getattr(net, stage):
             block.bn1 = IBN(block.bn1.num_features)

@@ -31,9 +31,9 @@ from torch.nn import functional as F
 
 from ._normalize import l2_normalize
 from .attention import ATTENTIONS
-from .ghost_bn import convert_to_ghost_bn
+from .ghost_bn import check_bn_groups, convert_to_ghost_bn
 from .heads import BNNeck, PartBranch, make_classifier, region_rows
-from .resnet import PretrainedSource, build_backbone
+from .resnet import IBN_RESNETS, PretrainedSource, build_backbone
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -115,8 +115,10 @@ def _check_input_size(input_size: object) -> tuple[int, int]:
 
 
 def _check_last_stride(last_stride: object) -> int:
-    if isinstance(last_stride, bool) or last_stride not in (1, 2) or not isinstance(
-        last_stride, numbers.Integral
+    if (
+        isinstance(last_stride, bool)
+        or last_stride not in (1, 2)
+        or not isinstance(last_stride, numbers.Integral)
     ):
         raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
     return int(last_stride)
@@ -201,12 +203,23 @@ def check_input_size(
         need = regions + 1 if overlap else regions
         stride = 32 if last_stride == 2 else 16
         raise ValueError(
-            f"images of input_size {input_size[0]}x{input_size[1]} give a feature map {h} rows "
-            f"tall (stride {stride}), too short for {what}={regions} "
+            f"images {input_size[0]}x{input_size[1]} give a feature map {h} rows tall (stride "
+            f"{stride}), too short for {what}={regions} "
             f"{'overlapping' if overlap else 'disjoint'} regions (needs >= {need} rows): use "
-            f"images at least {(need - 1) * stride + 1} pixels tall, or fewer "
+            f"images at least {(need - 1) * stride + 1} pixels tall (input_size), or fewer "
             f"{what.replace('num_', '')}"
         ) from None
+
+
+def _check_ibn_size(backbone: object, input_size: Sequence[int]) -> None:
+    """An IBN-a backbone's InstanceNorms (up to layer3, stride 16) need maps of 2+ positions."""
+    h, w = input_size
+    if isinstance(backbone, str) and backbone in IBN_RESNETS and -(-h // 16) * -(-w // 16) < 2:
+        raise ValueError(
+            f"images of input_size {h}x{w} leave 1x1 maps to the InstanceNorms of {backbone} "
+            "(layer3, stride 16), which need more than one position: use images taller or "
+            "wider than 16 pixels"
+        )
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -222,8 +235,7 @@ def _three_finite(values: object) -> bool:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
         return False
     return all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-        for v in values
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values
     )
 
 
@@ -267,6 +279,7 @@ class ReIDModel(nn.Module):
         self.arch = arch
         self.options = _check_options(arch, options)
         check_input_size(arch, input_size, last_stride, **self.options)
+        _check_ibn_size(backbone, input_size)
         self.backbone_name = backbone
         self.last_stride = last_stride
         self.bn_groups = 1
@@ -339,12 +352,7 @@ class ReIDModel(nn.Module):
         if h < 1 or w < 1:
             raise ValueError(f"images must be at least 1x1 pixels, got {h}x{w}")
         check_input_size(self.arch, (h, w), self.last_stride, **self.options)
-        if self.backbone_name.endswith("_ibn_a") and -(-h // 16) * -(-w // 16) < 2:
-            raise ValueError(
-                f"images of {h}x{w} leave 1x1 maps to the InstanceNorms of {self.backbone_name} "
-                "(layer3, stride 16), which need more than one position: use images taller or "
-                "wider than 16 pixels"
-            )
+        _check_ibn_size(self.backbone_name, (h, w))
         if self.training:
             n, g = int(images.shape[0]), max(1, self.bn_groups)
             if n % g or n // g < 2:
@@ -405,23 +413,13 @@ class ReIDModel(nn.Module):
             global_centroids: ``[K, D]`` centroids of the global features.
             part_centroids: ``[K, P, D]`` centroids of each part's features; required for
                 models with parts, None for those without.
+
+        Raises:
+            TypeError: a centroid argument is not a floating-point tensor.
+            ValueError: shapes do not match the model, K is 0, or a centroid holds NaN/inf.
         """
         d = self.feature_dim
-        if global_centroids.dim() != 2 or global_centroids.shape[1] != d:
-            raise ValueError(
-                f"global_centroids must be [K, {d}], got {list(global_centroids.shape)}"
-            )
-        k = global_centroids.shape[0]
-        if k < 1:
-            raise ValueError("global_centroids is empty: there must be at least one cluster")
-        if self.parts is None:
-            if part_centroids is not None:
-                raise ValueError(f"this {self.arch!r} model has no parts: pass part_centroids=None")
-        else:
-            want = [k, self.num_parts, d]
-            if part_centroids is None or list(part_centroids.shape) != want:
-                got = None if part_centroids is None else list(part_centroids.shape)
-                raise ValueError(f"part_centroids must be {want} (K, P, D) here, got {got}")
+        k = self._check_centroids(global_centroids, part_centroids)
         like = self.neck.weight
         classifier = make_classifier(d, k, like)
         assert classifier is not None
@@ -450,32 +448,64 @@ class ReIDModel(nn.Module):
             K, the number of rows written.
 
         Raises:
-            ValueError: shapes do not match the model, or K exceeds the classifier capacity.
+            TypeError: a centroid argument is not a floating-point tensor.
+            ValueError: shapes do not match the model, K is 0 or exceeds the classifier
+                capacity, or a centroid holds NaN/inf. Nothing is written then.
         """
+        k = self._check_centroids(global_centroids, part_centroids)
+        if self.classifier is None or k > self.classifier.out_features:
+            capacity = 0 if self.classifier is None else self.classifier.out_features
+            raise ValueError(
+                f"the {k} clusters of global_centroids do not fit the classifier capacity of "
+                f"{capacity} rows; build the model with a larger num_classes"
+            )
+        weight = self.classifier.weight
+        weight[:k].copy_(l2_normalize(global_centroids.to(weight), dim=1))
+        if self.parts is not None and part_centroids is not None:
+            assert self.parts.classifiers is not None
+            for i, fc in enumerate(self.parts.classifiers):
+                fc.weight[:k].copy_(l2_normalize(part_centroids[:, i].to(fc.weight), dim=1))
+        return k
+
+    def _check_centroids(
+        self, global_centroids: torch.Tensor, part_centroids: torch.Tensor | None
+    ) -> int:
+        """K, after checking the centroids' types, shapes and values against the model."""
         d = self.feature_dim
+        for label, t in (
+            ("global_centroids", global_centroids),
+            ("part_centroids", part_centroids),
+        ):
+            if t is None and label == "part_centroids":
+                continue
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TypeError(f"{label} must be a floating-point tensor, got {what}")
         if global_centroids.dim() != 2 or global_centroids.shape[1] != d:
             raise ValueError(
                 f"global_centroids must be [K, {d}], got {list(global_centroids.shape)}"
             )
         k = global_centroids.shape[0]
-        if self.classifier is None or k > self.classifier.out_features or k < 1:
-            capacity = 0 if self.classifier is None else self.classifier.out_features
-            raise ValueError(
-                f"{k} clusters do not fit the classifier capacity of {capacity} rows; build the "
-                "model with a larger num_classes"
-            )
-        weight = self.classifier.weight
-        weight[:k].copy_(l2_normalize(global_centroids.to(weight), dim=1))
-        if self.parts is not None:
+        if k < 1:
+            raise ValueError("global_centroids is empty: there must be at least one cluster")
+        if self.parts is None:
+            if part_centroids is not None:
+                raise ValueError(f"this {self.arch!r} model has no parts: pass part_centroids=None")
+        else:
             want = [k, self.num_parts, d]
             if part_centroids is None or list(part_centroids.shape) != want:
                 got = None if part_centroids is None else list(part_centroids.shape)
                 raise ValueError(f"part_centroids must be {want} (K, P, D) here, got {got}")
-            assert self.parts.classifiers is not None
-            for i, fc in enumerate(self.parts.classifiers):
-                fc.weight[:k].copy_(l2_normalize(part_centroids[:, i].to(fc.weight), dim=1))
-        elif part_centroids is not None:
-            raise ValueError(f"this {self.arch!r} model has no parts: pass part_centroids=None")
+        like = self.neck.weight
+        for label, t in (
+            ("global_centroids", global_centroids),
+            ("part_centroids", part_centroids),
+        ):
+            if t is not None and not bool(torch.isfinite(t.detach().to(like.dtype)).all()):
+                raise ValueError(
+                    f"{label} holds NaN or inf (in the model's {like.dtype}): the classifier "
+                    "rows would be NaN"
+                )
         return k
 
     def config(self) -> dict[str, Any]:
@@ -529,6 +559,7 @@ def build_model(
             ``num_regions=3``, ``overlap=True``. Unknown ones raise a TypeError listing the valid
             ones.
     """
+    check_bn_groups(bn_groups)  # before the (slow) build; True is not 1 group
     model = ReIDModel(
         name,
         backbone,

@@ -19,8 +19,9 @@ def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
     Each vector along ``dim`` is first multiplied by the exact power of two that brings its
     largest ``|entry|`` near 1, so vectors of ordinary magnitude give the results of
-    ``F.normalize`` (bit for bit on the CPU in float32, float64 and bfloat16; float16 to
-    rounding) and vectors of any finite magnitude give unit vectors. Zero vectors stay zero
+    ``F.normalize`` (bit for bit on the CPU in float32, float64 and bfloat16 for a contiguous
+    ``x``, whose norms both compute the same way; to rounding for other layouts and float16)
+    and vectors of any finite magnitude give unit vectors. Zero vectors stay zero
     (float16 included), a vector with a NaN is all NaN, one with an inf has NaN there and 0
     elsewhere. A 0-dimensional ``x`` is one vector of one entry (its sign). The gradients are
     those of ``F.normalize``. Only ops that export to ONNX are used.

@@ -175,18 +175,23 @@ def _infer_backbone(state: Mapping[str, torch.Tensor], where: str) -> str:
 
 
 def _infer_parts(state: Mapping[str, torch.Tensor], where: str) -> int:
-    found = {int(m.group(1)) for k in state if (m := re.match(r"bnneck(\d+)\.", k))}
-    if not found:
+    """The number of parts: of the part BNNecks, or of the part classifiers when there are more
+    of those (a part whose BNNeck is missing is then reported as missing keys, not taken for a
+    model with fewer parts)."""
+    necks = {int(m.group(1)) for k in state if (m := re.match(r"bnneck(\d+)\.", k))}
+    heads = necks | {int(m.group(1)) for k in state if (m := re.match(r"classifier(\d+)\.", k))}
+    if not necks:
         raise CheckpointError(
             f"{where} has a global bnneck but no part heads (bnneck0.*, bnneck1.*, ...): not an "
             "official PPLR ResNetPart checkpoint"
         )
-    if found != set(range(len(found))):
-        raise CheckpointError(
-            f"{where}: the part heads are bnneck{sorted(found)}, not bnneck0.."
-            f"bnneck{len(found) - 1}: parts are missing from the checkpoint"
-        )
-    return len(found)
+    for found, what in ((necks, "bnneck"), (heads, "bnneck/classifier")):
+        if found != set(range(len(found))):
+            raise CheckpointError(
+                f"{where}: the part heads are {what}{sorted(found)}, not {what}0.."
+                f"{len(found) - 1}: parts are missing from the checkpoint"
+            )
+    return len(heads)
 
 
 def _official_name(ours: str) -> str:
@@ -296,8 +301,8 @@ def convert_official_pplr(
             else "the checkpoint mixes parts of different models"
         )
         raise CheckpointError(
-            f"{where}: bnneck has {neck.shape[0] if neck.dim() == 1 else list(neck.shape)} "
-            f"features but its {backbone} backbone gives {dim} ({why})"
+            f"{where}: bnneck.weight has {neck.shape[0] if neck.dim() == 1 else list(neck.shape)}"
+            f" features but its {backbone} backbone gives {dim} ({why})"
         )
 
     own = model.state_dict()

@@ -115,10 +115,16 @@ class ResNetBackbone(nn.Module):
 
     def __init__(self, name: str = "resnet50", last_stride: int = 1) -> None:
         super().__init__()
-        if name not in BACKBONES:
-            raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-        if last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        if not isinstance(name, str) or name not in BACKBONES:
+            raise ValueError(
+                f"unknown backbone {name!r}; name must be one of {', '.join(BACKBONES)}"
+            )
+        if (
+            isinstance(last_stride, bool)
+            or last_stride not in (1, 2)
+            or not isinstance(last_stride, int)
+        ):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
         factory, channels = RESNETS[IBN_RESNETS.get(name, name)]
         net = factory(weights=None)
         if name in IBN_RESNETS:
@@ -278,11 +284,11 @@ def imagenet_weights_url(name: str) -> str:
     torchvision ResNets use ``IMAGENET1K_V1`` (the weights ``pretrained=True`` gave in the PPLR
     era); IBN-a ResNets use the checkpoints released with IBN-Net.
     """
-    if name in _IBN_URLS:
+    if isinstance(name, str) and name in _IBN_URLS:
         return _IBN_URLS[name]
-    if name in RESNETS:
+    if isinstance(name, str) and name in RESNETS:
         return models.get_model_weights(name)["IMAGENET1K_V1"].url
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    raise ValueError(f"unknown backbone {name!r}; name must be one of {', '.join(BACKBONES)}")
 
 
 def _download_state_dict(url: str, name: str) -> Mapping[str, torch.Tensor]:

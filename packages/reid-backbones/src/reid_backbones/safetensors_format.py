@@ -72,24 +72,30 @@ def _writable_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     The library refuses non-contiguous tensors and tensors sharing memory (tied weights, views
     of one buffer); those are copied, so every name keeps its own values in the file.
     """
+    if not isinstance(tensors, Mapping):
+        raise TypeError(
+            f"tensors must be a mapping of names to tensors (a state dict), got "
+            f"{type(tensors).__name__}"
+        )
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, tensor in tensors.items():
         if not isinstance(name, str):
-            raise SafetensorsError(f"tensor names must be strings, got {name!r}")
+            raise SafetensorsError(f"tensors: names must be strings, got {name!r}")
         if name == "__metadata__":
-            raise SafetensorsError("'__metadata__' is reserved and cannot name a tensor")
+            raise SafetensorsError("tensors: '__metadata__' is reserved and cannot name a tensor")
         if not isinstance(tensor, torch.Tensor):
-            raise SafetensorsError(f"{name!r} is a {type(tensor).__name__}, not a tensor")
+            raise SafetensorsError(f"tensors[{name!r}] is a {type(tensor).__name__}, not a tensor")
         if tensor.dtype not in _NAMES:
             raise SafetensorsError(
-                f"{name!r} has dtype {tensor.dtype}, which safetensors files written here lack "
-                f"(supported: {', '.join(str(d).removeprefix('torch.') for d in _NAMES)})"
+                f"tensors[{name!r}] has dtype {tensor.dtype}, which safetensors files written "
+                f"here lack (supported: "
+                f"{', '.join(str(d).removeprefix('torch.') for d in _NAMES)})"
             )
         if tensor.layout != torch.strided:
             raise SafetensorsError(
-                f"{name!r} is a {tensor.layout} tensor; safetensors stores dense tensors "
-                "(call .to_dense() first)"
+                f"tensors[{name!r}] is a {tensor.layout} tensor; safetensors stores dense "
+                "tensors (call .to_dense() first)"
             )
         t = tensor.detach().to("cpu")
         storage = t.untyped_storage()
@@ -115,10 +121,16 @@ def save_safetensors(
     each name reads back with its own values.
 
     Raises:
+        TypeError: ``tensors`` or ``metadata`` is not a mapping.
         SafetensorsError: a value is not a tensor, its dtype cannot be stored, a name is
             reserved or not a string, or ``metadata`` is not a string map.
     """
     meta: dict[str, str] | None = None
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"metadata must be a mapping of strings to strings or None, got "
+            f"{type(metadata).__name__}"
+        )
     if metadata:
         bad = [k for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
         if bad:
