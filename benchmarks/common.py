@@ -195,6 +195,15 @@ class WorkingMemory:
 # --------------------------------------------------------------------------------------------
 
 
+def shown(path: Path) -> str:
+    """``path`` as a command line run from the repository root gives it (relative there, else
+    as given): for the commands a doc section prints."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def read_jsonl(path: Path, *, missing_ok: bool = False) -> list[dict]:
     """The records of a JSON-lines file (blank lines skipped). A missing file raises
     ``FileNotFoundError``, or gives ``[]`` with ``missing_ok``."""

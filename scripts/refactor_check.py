@@ -36,6 +36,7 @@ RUNS = {
         "cluster.labels=noisy_ground_truth",
         "cluster.label_noise=0.2",
     ],  # fmt: skip
+    "cluster_contrast": ["method.name=cluster_contrast"],
 }
 
 

@@ -41,8 +41,15 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, write_section
-from benchmarks.proxy.rows import ABLATION_ROWS, SOURCE_CONFIG, Row, slug
+from benchmarks.common import ROOT, machine, shown, write_section
+from benchmarks.proxy.rows import (
+    ABLATION_ROWS,
+    SOURCE_CONFIG,
+    Row,
+    add_rows_argument,
+    chosen_rows,
+    slug,
+)
 from benchmarks.proxy.runs import (
     BUDGET,
     add_extra_argument,
@@ -64,7 +71,6 @@ MIN_BASELINE_FRACTION = 0.5
 MIN_FINAL_F1 = 0.5
 CLUSTER_RATIO = (0.7, 1.3)
 ROWS = ABLATION_ROWS
-ROW_NAMES = [r.name for r in ROWS]
 
 
 def run_pair(args: argparse.Namespace, rows: list[Row]) -> dict[str, list[dict]]:
@@ -215,7 +221,7 @@ def main() -> int:
     parser.add_argument(
         "--other-seeds", type=int, default=3, help="the other rows run the first N of --seeds"
     )
-    parser.add_argument("--rows", nargs="+", help=f"row names (default: all): {ROW_NAMES}")
+    add_rows_argument(parser, ROWS)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--no-write", dest="write", action="store_false")
@@ -240,10 +246,7 @@ def main() -> int:
     )
     add_extra_argument(parser)
     args = parser.parse_args()
-    unknown = set(args.rows or ()) - set(ROW_NAMES)
-    if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; choose from {ROW_NAMES}")
-    rows = ROWS if not args.rows else [r for r in ROWS if r.name in args.rows]
+    rows = chosen_rows(parser, args.rows, ROWS)
 
     start = time.perf_counter()
     if args.from_json:
@@ -278,7 +281,7 @@ def main() -> int:
         else ""
     )
     command = "python -m benchmarks.proxy.ablation" + (
-        " --from-json " + " ".join(_shown(p) for p in args.from_json) if args.from_json else ""
+        " --from-json " + " ".join(shown(p) for p in args.from_json) if args.from_json else ""
     )
     if args.from_json:
         invocation = "this table was built from the records, training nothing"
@@ -321,14 +324,6 @@ the last epoch's means over its iterations, CE terms against the row's refined t
             name += f"-t{args.target_seed}-s{args.source_seed}"
         write_section(name, body)
     return 0
-
-
-def _shown(path: Path) -> str:
-    """``path`` as a command line from the repository root gives it."""
-    try:
-        return path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

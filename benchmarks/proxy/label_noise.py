@@ -17,10 +17,12 @@ pairs run out the splits take over, and the table gives the realised mix. Rows:
     PPLR             configs/synthetic_pplr.yaml (AALS + PGLR)
     CE (DCLS model)  configs/synthetic_dcls.yaml without local or global smoothing
     DCLS             configs/synthetic_dcls.yaml (full)
+    Cluster Contrast configs/synthetic_cluster_contrast.yaml (memory of centroids, no classifier)
 
 Each refinement is compared with plain CE on its own model (constant LS with CE, PPLR with CE
 (part model), DCLS with CE (DCLS model)), so that the difference is the refinement's and not the
-architecture's.
+architecture's; Cluster Contrast with CE (the same backbone, a classifier in place of the
+memory).
 
 As in the ablation, every row starts from the supervised source model (``configs/
 synthetic_source.yaml``, trained on a source dataset generated with ``--source-seed``; it never
@@ -42,6 +44,13 @@ repository root:
         --extra optim.epochs=1 optim.iters=2 data.batch_size=8 \\
         data.synthetic_options.num_train_ids=16 data.synthetic_options.num_test_ids=8  # smoke
 
+``--from-json FILE [FILE ...]`` trains nothing and needs no run folder: the tables (and the
+plot) from record files, merged in order (a later run replaces an earlier one of the same row,
+noise and seed), e.g. the table's runs and a later sweep's rows:
+
+    python -m benchmarks.proxy.label_noise --from-json benchmarks/results/label_noise_t0_s100.json \
+        benchmarks/results/label_noise_cluster_contrast_t0_s100.json
+
 ``--json OUT`` writes ``{"runs": [{"row", "noise", "seed", "mAP", "rank1", "realised_noise",
 "noise_counts": {"rate", "merged", "split", "outliers", ..., "describe"}, "noise_logged",
 "pairwise_precision", "pairwise_recall", "compute_s", "epochs": [...]}, ...]}``
@@ -59,7 +68,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, read_jsonl, write_section
+from benchmarks.common import ROOT, machine, read_jsonl, shown, write_section
 from benchmarks.proxy.rows import (
     BASELINE,
     CLUSTER_CONTRAST,
@@ -67,6 +76,8 @@ from benchmarks.proxy.rows import (
     NO_PART_REFINEMENT,
     PPLR,
     Row,
+    add_rows_argument,
+    chosen_rows,
     slug,
 )
 from benchmarks.proxy.runs import (
@@ -77,6 +88,8 @@ from benchmarks.proxy.runs import (
     finished,
     make_data,
     optim_of,
+    provenance,
+    read_runs,
     reid_train,
     source_model,
     write_runs,
@@ -92,7 +105,6 @@ ROWS = [
     Row("DCLS", DCLS),
     Row("Cluster Contrast", CLUSTER_CONTRAST),
 ]
-ROW_NAMES = [r.name for r in ROWS]
 #: Each refinement is compared with plain CE on its own model, so that the difference is the
 #: refinement's and not the architecture's (PPLR: global + part classifiers; DCLS: attention
 #: local branches).
@@ -334,6 +346,15 @@ def tables(
     return "\n".join(out)
 
 
+def recorded_counts(
+    runs: list[dict], noise: list[float], seeds: list[int]
+) -> dict[float, list[dict]]:
+    """Per rate, the ``noisy_labels`` counts the records hold for each seed (one record per
+    (rate, seed): every row of a seed shares them), for tables built from records."""
+    first = {(r["noise"], r["seed"]): r["noise_counts"] for r in reversed(runs)}
+    return {n: [first[n, s] for s in seeds if (n, s) in first] for n in noise}
+
+
 def check_shared_noise(runs: list[dict]) -> list[str]:
     """Every run of a (noise, seed) trained on the noisy labels ``noisy_labels`` gives for it
     (so the rows of a seed share them)."""
@@ -408,7 +429,7 @@ def main() -> int:
     parser.add_argument(
         "--noise", type=_rate, nargs="+", default=[0.0, 0.2, 0.4], help="label noise rates"
     )
-    parser.add_argument("--rows", nargs="+", help=f"row names (default: all): {ROW_NAMES}")
+    add_rows_argument(parser, ROWS)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "label_noise")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--no-write", dest="write", action="store_false")
@@ -426,17 +447,37 @@ def main() -> int:
         help="train nothing: tabulate the runs finished so far (a partial table while the "
         "sweep goes on)",
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="train nothing: the tables from these record files (merged in order; a later run "
+        "replaces an earlier one of the same row, noise and seed), no run folder needed",
+    )
+    parser.add_argument(
+        "--part",
+        metavar="TEXT",
+        help="a table of its own (its own section of docs/benchmarks.md, named after TEXT, and "
+        "TEXT in its heading): for rows run apart from the main table, e.g. a later row with "
+        "its own CE re-run",
+    )
     add_extra_argument(parser)
     args = parser.parse_args()
-    unknown = set(args.rows or ()) - set(ROW_NAMES)
-    if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; choose from {ROW_NAMES}")
-    rows = [r.name for r in ROWS if not args.rows or r.name in args.rows]
+    rows = [r.name for r in chosen_rows(parser, args.rows, ROWS)]
     noise = sorted(set(args.noise))
     args.noise = noise
 
     start = time.perf_counter()
-    runs, counts = run_all(args, [r for r in ROWS if r.name in rows])
+    if args.from_json:
+        runs = [
+            r for r in read_runs(args.from_json)
+            if r["row"] in rows and r["noise"] in noise and r["seed"] in args.seeds
+        ]  # fmt: skip
+        realised = recorded_counts(runs, noise, args.seeds)
+    else:
+        runs, counts = run_all(args, [r for r in ROWS if r.name in rows])
+        realised = {n: [counts(n, s) for s in args.seeds] for n in noise}
     problems = check_shared_noise(runs)
     for p in problems:
         print(f"ERROR: {p}", file=sys.stderr)
@@ -446,8 +487,8 @@ def main() -> int:
             "docs/ not written: the runs above did not train on their noisy labels", file=sys.stderr
         )
     if args.json:
-        write_runs(args.json, runs, merge=False)
-    table = tables(runs, rows, noise, {n: [counts(n, s) for s in args.seeds] for n in noise})
+        write_runs(args.json, runs, merge=bool(args.from_json))
+    table = tables(runs, rows, noise, realised)
     print(table)
     drawn = plot(runs, rows, noise, args.plot) if args.draw else False
     figure = ""
@@ -460,12 +501,29 @@ def main() -> int:
     extra = f" Extra overrides: `{' '.join(args.extra)}`." if args.extra else ""
     wanted = len(args.seeds) * len(noise) * len(rows)
     partial = (
-        f"\n\n**Partial sweep** (`--only-finished`): {len(runs)} of its {wanted} runs, the "
-        "seeds finished so far; the sweep goes on and rewrites this section."
+        f"\n\n**Partial sweep**: {len(runs)} of its {wanted} runs, the seeds finished so far; "
+        "the sweep goes on and rewrites this section."
         if len(runs) < wanted
         else ""
     )
-    body = f"""## Label refinement under controlled label noise ({pair})
+    command = "python -m benchmarks.proxy.label_noise" + (
+        " --from-json " + " ".join(shown(p) for p in args.from_json) if args.from_json else ""
+    )
+    if args.part:
+        chosen = " ".join(f'"{r}"' if " " in r else r for r in rows)
+        command += f' --rows {chosen} --part "{args.part}" --plot {shown(args.plot)}'
+    if args.from_json:
+        invocation = "this table was built from the records, training nothing"
+        where = (
+            f"Code that trained the runs, by commit: {provenance(runs)}. Machine: the runs'; "
+            f"rendered on {machine()}."
+        )
+    else:
+        took = (time.perf_counter() - start) / 60
+        invocation = f"this invocation ran {took:.0f} min, reusing every run already finished"
+        where = f"Machine: {machine()}."
+    part = f": {args.part}" if args.part else ""
+    body = f"""## Label refinement under controlled label noise ({pair}){part}
 
 The claim under test: label refinement (PPLR's AALS + PGLR, DCLS's dynamic smoothing) makes
 training robust to noisy labels. Each row trains from the supervised source model on the
@@ -477,19 +535,18 @@ the splits take over (the last table gives the realised mix). Seed i is the run 
 noise seed, so the rows of a seed share their noisy labels and the differences are paired (95 %
 t interval). Rows: CE and constant LS (ε 0.1) on `{BASELINE}`; PPLR (AALS + PGLR) and CE (part
 model: no AALS, PGLR or part smoothing) on `{PPLR}`; DCLS (full) and CE (DCLS model: no local
-or global smoothing) on `{DCLS}`. Each refinement is compared with plain CE on its own model;
-one evaluation after the last epoch. Seeds
-{", ".join(map(str, args.seeds))}.{extra} Regenerate with
-`python -m benchmarks.proxy.label_noise`; the
-runs took {compute / 60:.0f} min of compute (wall time of their epochs, including any other
-load on the machine; median run {median_run:.0f} s; this invocation
-ran {(time.perf_counter() - start) / 60:.0f} min, reusing every run already finished).
-Machine: {machine()}.{partial}
+or global smoothing) on `{DCLS}`; Cluster Contrast on `{CLUSTER_CONTRAST}`. Each refinement
+is compared with plain CE on its own model (Cluster Contrast with CE: the same backbone, a
+classifier in place of the memory); one evaluation after the last epoch. Seeds
+{", ".join(map(str, args.seeds))}.{extra} Regenerate with `{command}`; the runs took
+{compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
+machine; median run {median_run:.0f} s; {invocation}).
+{where}{partial}
 {figure}
 {table}
 """
     if args.write:
-        name = SECTION
+        name = SECTION + (f"-{slug(args.part)}" if args.part else "")
         if (args.target_seed, args.source_seed) != (0, 100):
             name += f"-t{args.target_seed}-s{args.source_seed}"
         write_section(name, body)

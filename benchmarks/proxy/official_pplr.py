@@ -64,14 +64,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, commit, machine, read_jsonl, write_section
-from benchmarks.proxy.rows import ABLATION_ROWS, PPLR, slug
+from benchmarks.common import ROOT, commit, machine, read_jsonl, shown, write_section
+from benchmarks.proxy.rows import ABLATION_ROWS, PPLR, add_rows_argument, chosen_rows, slug
 from benchmarks.proxy.runs import (
     BUDGET,
     drop_checkpoints,
@@ -79,6 +78,7 @@ from benchmarks.proxy.runs import (
     finished,
     make_data,
     optim_of,
+    provenance,
     read_runs,
     record_commit,
     reid_train,
@@ -111,7 +111,6 @@ SIDE_ROWS = [
     SideRow("PPLR: PGLR only", ("method.use_aals=false",), pglr=True, aals=False),
     SideRow("PPLR: AALS + PGLR", (), pglr=True, aals=True),
 ]
-SIDE_NAMES = [r.name for r in SIDE_ROWS]
 
 
 def official_args(cfg, row: SideRow, seed: int, data_dir: Path, logs: Path) -> list[str]:  # noqa: ANN001
@@ -346,21 +345,6 @@ def from_records(paths: list[Path], rows: list[SideRow], seeds: list[int] | None
     ]  # fmt: skip
 
 
-def _shown(path: Path) -> str:
-    """``path`` as a command line from the repository root gives it."""
-    try:
-        return path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def provenance(runs: list[dict]) -> str:
-    """Which code trained the runs: each commit with its number of runs (``unknown``: records
-    without one)."""
-    counts = Counter(r.get("commit") or "unknown" for r in runs)
-    return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items()) or "–"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -371,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="default 1 2 3 (with --from-json: every seed)"
     )
-    parser.add_argument("--rows", nargs="+", help=f"row names (default: all): {SIDE_NAMES}")
+    add_rows_argument(parser, SIDE_ROWS)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--source-model", type=Path, help="a finished source run to reuse")
     parser.add_argument("--official-only", action="store_true")
@@ -393,14 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.add_argument(flag, nargs="+", default=[], metavar="KEY=VALUE", help=reaches)
     args = parser.parse_args(argv)
-    unknown = set(args.rows or ()) - set(SIDE_NAMES)
-    if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; choose from {SIDE_NAMES}")
-    rows = [r for r in SIDE_ROWS if not args.rows or r.name in args.rows]
+    rows = chosen_rows(parser, args.rows, SIDE_ROWS)
 
     if args.from_json:
         runs = from_records(args.from_json, rows, args.seeds)
-        files = " ".join(_shown(p) for p in args.from_json)
+        files = " ".join(shown(p) for p in args.from_json)
         command = f"python -m benchmarks.proxy.official_pplr --from-json {files}"
         where = (
             "Built from the records alone (the machine of the runs is not recorded); the code "

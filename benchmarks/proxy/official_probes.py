@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from benchmarks.common import RESULTS, ROOT, write_section
+from benchmarks.common import RESULTS, ROOT, shown, write_section
 from benchmarks.proxy.official_pplr import SIDE_ROWS, run_all
 from benchmarks.proxy.runs import merge_runs, read_runs, write_runs
 from benchmarks.proxy.stats import paired_ci
@@ -230,14 +230,6 @@ def from_records(specs: list[str]) -> list[dict]:
     return records
 
 
-def _shown(path: Path) -> str:
-    """``path`` as a command line from the repository root gives it."""
-    try:
-        return path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--official-repo", type=Path, help="a yoonkicho/PPLR checkout (to run)")
@@ -276,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if not any(r["probe"] == "P0" for r in runs):
             runs += side_by_side_p0(records)
         files = " ".join(
-            f"{probe}={_shown(path)}" if probe else _shown(path)
+            f"{probe}={shown(path)}" if probe else shown(path)
             for probe, path in map(_record_file, args.from_json)
         )
         command = f"python -m benchmarks.proxy.official_probes --from-json {files}"

@@ -8,7 +8,10 @@ folders with.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 SOURCE_CONFIG = "configs/synthetic_source.yaml"
 BASELINE = "configs/synthetic_baseline.yaml"
@@ -23,6 +26,31 @@ class Row:
     config: str
     overrides: tuple[str, ...] = field(default=())
     core: bool = False
+
+
+class Named(Protocol):
+    name: str
+
+
+R = TypeVar("R", bound=Named)
+
+
+def add_rows_argument(parser: argparse.ArgumentParser, rows: Sequence[Named]) -> None:
+    """``--rows NAME ...``: a subset of ``rows`` (default: all of them)."""
+    names = [r.name for r in rows]
+    parser.add_argument("--rows", nargs="+", help=f"row names (default: all): {names}")
+
+
+def chosen_rows(
+    parser: argparse.ArgumentParser, wanted: list[str] | None, rows: Sequence[R]
+) -> list[R]:
+    """The rows ``--rows`` names, in the order of ``rows`` (all when ``wanted`` is None); an
+    unknown name is a usage error listing the known ones."""
+    names = [r.name for r in rows]
+    unknown = set(wanted or ()) - set(names)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; choose from {names}")
+    return [r for r in rows if not wanted or r.name in wanted]
 
 
 NO_PART_REFINEMENT = ("method.use_aals=false", "method.use_pglr=false", "method.part_epsilon=0.0")

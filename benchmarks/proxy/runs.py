@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from benchmarks.common import ROOT, commit, read_jsonl
@@ -203,8 +204,9 @@ def add_extra_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def run_key(run: dict) -> tuple:
-    """What makes a run one run in a record file: (probe if present, trainer, row, seed)."""
-    return run.get("probe"), run.get("trainer"), run["row"], run["seed"]
+    """What makes a run one run in a record file: (probe if present, trainer, row, noise if
+    present, seed)."""
+    return run.get("probe"), run.get("trainer"), run["row"], run.get("noise"), run["seed"]
 
 
 def merge_runs(old: list[dict], new: list[dict]) -> list[dict]:
@@ -222,6 +224,13 @@ def read_runs(paths: list[Path]) -> list[dict]:
     for path in paths:
         runs = merge_runs(runs, json.loads(Path(path).read_text())["runs"])
     return runs
+
+
+def provenance(runs: list[dict]) -> str:
+    """Which code trained the runs: each commit with its number of runs (``unknown``: records
+    without one)."""
+    counts = Counter(r.get("commit") or "unknown" for r in runs)
+    return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items()) or "–"
 
 
 def write_runs(path: Path, runs: list[dict], *, merge: bool = True) -> list[dict]:

@@ -26,12 +26,14 @@ def _rec(trainer: str, row: str, seed: int, m_ap: float, **extra: object) -> dic
 # --- merging record files ---------------------------------------------------------------------
 
 
-def test_run_key_is_probe_trainer_row_seed() -> None:
-    assert runs.run_key(_rec("ours", ROW, 2, 1.0)) == (None, "ours", ROW, 2)
+def test_run_key_is_probe_trainer_row_noise_seed() -> None:
+    assert runs.run_key(_rec("ours", ROW, 2, 1.0)) == (None, "ours", ROW, None, 2)
     assert runs.run_key({**_rec("official", ROW, 1, 1.0), "probe": "P4"}) == (
-        "P4", "official", ROW, 1,
+        "P4", "official", ROW, None, 1,
     )  # fmt: skip
-    assert runs.run_key({"row": "baseline", "seed": 3}) == (None, None, "baseline", 3)
+    assert runs.run_key({"row": "baseline", "seed": 3}) == (None, None, "baseline", None, 3)
+    # the label-noise records: one run per (row, noise, seed), none replacing another level's
+    assert runs.run_key({"row": "CE", "noise": 0.2, "seed": 1}) == (None, None, "CE", 0.2, 1)
 
 
 def test_write_runs_merges_into_the_existing_file(

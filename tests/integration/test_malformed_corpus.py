@@ -240,6 +240,12 @@ def _train(fx: dict[str, Path], config: Path | str, work: Path, *overrides: str)
             "--output-dir", str(work / "run"), *overrides]  # fmt: skip
 
 
+def _train_market(root: Path, work: Path, *overrides: str) -> list[str]:
+    """reid-train on the tiny config, on the Market-1501 layout at ``root``."""
+    return ["--config", "synthetic_tiny", "data.dataset=market1501", f"data.data_root={root}",
+            *overrides, "--output-dir", str(work / "run")]  # fmt: skip
+
+
 def _yaml_case(text: str, words: list[str]):  # noqa: ANN202
     def build(work: Path, fx: dict[str, Path]):  # noqa: ANN202
         path = work / "bad.yaml"
@@ -263,24 +269,20 @@ def _binary_yaml(work: Path, fx: dict[str, Path]):  # noqa: ANN202
 def _train_one_identity(work: Path, fx: dict[str, Path]):  # noqa: ANN202
     train = [f"0002_c{c}s1_0001{i}1_01.jpg" for c in (1, 2) for i in range(6)]
     root = market(work / "m", train=train)
-    args = ["--config", "synthetic_tiny", "data.dataset=market1501", f"data.data_root={root}",
-            "method.name=baseline", "cluster.labels=ground_truth",
-            "--output-dir", str(work / "run")]  # fmt: skip
+    args = _train_market(root, work, "method.name=baseline", "cluster.labels=ground_truth")
     return "reid-train", args, ["1 identities", "P = 2"], None
 
 
 def _train_split_below_k(work: Path, fx: dict[str, Path]):  # noqa: ANN202
     root = market(work / "m")  # 6 training images: fewer than agreement_k 10 and k1 30
-    args = ["--config", "synthetic_tiny", "data.dataset=market1501", f"data.data_root={root}",
-            "--output-dir", str(work / "run")]  # fmt: skip
+    args = _train_market(root, work)
     return "reid-train", args, ["method.agreement_k 10", "cluster.k1 30", "6 images"], None
 
 
 def _train_missing_split(work: Path, fx: dict[str, Path]):  # noqa: ANN202
     root = market(work / "m")
     shutil.rmtree(root / "bounding_box_train")
-    args = ["--config", "synthetic_tiny", "data.dataset=market1501", f"data.data_root={root}",
-            "--output-dir", str(work / "run")]  # fmt: skip
+    args = _train_market(root, work)
     return "reid-train", args, ["bounding_box_train"], None
 
 
@@ -288,9 +290,7 @@ def _train_all_images_corrupt(work: Path, fx: dict[str, Path]):  # noqa: ANN202
     root = market(work / "m")
     for path in (root / "bounding_box_train").iterdir():
         path.write_bytes(b"\xff\xd8 broken")
-    args = ["--config", "synthetic_tiny", "data.dataset=market1501", f"data.data_root={root}",
-            "cluster.k1=4", "cluster.k2=2", "method.agreement_k=3",
-            "--output-dir", str(work / "run")]  # fmt: skip
+    args = _train_market(root, work, "cluster.k1=4", "cluster.k2=2", "method.agreement_k=3")
     return "reid-train", args, ["none of the 6 training images", "0002_c1s1"], work / "run"
 
 

@@ -117,7 +117,7 @@ def test_unreadable_query_image_is_left_out_of_the_training_evaluation(
     import shutil
 
     from reid_train.config import load_config
-    from reid_train.engine import Trainer
+    from reid_train.trainer import Trainer
 
     data = Path(shutil.copytree(synthetic_root, tmp_path / "data"))
     victim = sorted((data / "query").glob("*.jpg"))[0]

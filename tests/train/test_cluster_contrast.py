@@ -16,12 +16,12 @@ import torch
 
 from reid_backbones import load_checkpoint
 from reid_train.config import ConfigError, load_config
-from reid_train.engine import Trainer
 from reid_train.methods.cluster_contrast import (
     cluster_memory,
     cluster_nce_loss,
     momentum_update,
 )
+from reid_train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -125,7 +125,7 @@ def test_an_epoch_trains_against_the_memory(
 SCRIPT = """
 import sys, torch
 from reid_train.config import load_config
-from reid_train.engine import Trainer
+from reid_train.trainer import Trainer
 cfg = load_config(sys.argv[1], sys.argv[3:])
 trainer = Trainer(cfg, sys.argv[2])
 trainer.fit()

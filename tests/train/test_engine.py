@@ -1,4 +1,4 @@
-"""The training engine on the tiny synthetic config (CPU): every method, resume, failures."""
+"""The trainer on the tiny synthetic config (CPU): every method, resume, failures."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import reid_train.engine as engine_module
 from reid_backbones import load_checkpoint, load_safetensors
 from reid_train.cli import main
 from reid_train.config import ConfigError, load_config
-from reid_train.engine import Trainer, TrainingDivergedError, train
+from reid_train.trainer import Trainer, TrainingDivergedError, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -176,8 +175,8 @@ def test_two_cpu_processes_train_on_different_batches(synthetic_root: Path, tmp_
 
 def test_learning_rate_schedule_known_values() -> None:
     """Linear warm-up from warmup_factor, then x gamma at each milestone (per epoch)."""
+    from reid_train.build import build_scheduler
     from reid_train.config import config_from_dict
-    from reid_train.engine import _build_scheduler
 
     cfg = config_from_dict(
         {
@@ -189,7 +188,7 @@ def test_learning_rate_schedule_known_values() -> None:
         }
     )  # fmt: skip
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = _build_scheduler(optimizer, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
     seen = []
     for _ in range(6):
         seen.append(scheduler.get_last_lr()[0])
@@ -199,12 +198,17 @@ def test_learning_rate_schedule_known_values() -> None:
     assert seen == pytest.approx([0.2, 0.6, 1.0, 0.1, 0.1, 0.01])
 
 
-def test_camera_debiased_is_still_importable_from_the_engine() -> None:
-    """It moved to reid_clustering (tests/clustering/test_centroids.py); the engine re-exports
-    it."""
+def test_the_former_engine_module_still_imports() -> None:
+    """reid_train.engine was the trainer's module until 0.4; it re-exports what it held
+    (camera_debiased moved to reid_clustering, tests/clustering/test_centroids.py)."""
     import reid_clustering
+    import reid_train.engine as engine_module
+    import reid_train.trainer as trainer_module
 
     assert engine_module.camera_debiased is reid_clustering.camera_debiased
+    assert engine_module.Trainer is trainer_module.Trainer
+    assert engine_module.train is trainer_module.train
+    assert engine_module.TrainingDivergedError is trainer_module.TrainingDivergedError
 
 
 def test_supervised_pretraining_then_init_from_its_checkpoint(

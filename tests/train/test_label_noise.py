@@ -14,9 +14,9 @@ import pytest
 from reid_eval import load_dataset
 from reid_eval.datasets import synthetic_families
 from reid_train.config import ConfigError, load_config
-from reid_train.engine import Trainer
 from reid_train.label_noise import LabelNoiseWarning, NoisyLabels, noisy_labels, relabel
 from reid_train.pseudo_labels import ground_truth_labels
+from reid_train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"

@@ -13,8 +13,8 @@ import reid_train.methods.pplr as pplr_module
 import reid_train.pseudo_labels as labels_module
 from reid_clustering import dbscan_clustering
 from reid_train.config import load_config
-from reid_train.engine import Trainer
 from reid_train.methods.pplr import _reusable_ranking
+from reid_train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"

@@ -33,9 +33,9 @@ from reid_clustering import (
 )
 from reid_refine import cross_agreement, dcls_smoothing_factors
 from reid_train.config import load_config
-from reid_train.engine import Trainer
 from reid_train.methods.pplr import _reusable_ranking
 from reid_train.pseudo_labels import PseudoLabeler, sparse_path
+from reid_train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import reid_train.engine as engine_module
+import reid_train.build as build_module
 from reid_backbones import load_safetensors
 from reid_train.cli import main
 from reid_train.config import ConfigError, load_config
-from reid_train.engine import Trainer
 from reid_train.run_folder import (
     FAULT_ENV,
     LOCK_FILE,
@@ -28,6 +27,7 @@ from reid_train.run_folder import (
     recover_state,
     truncate_logs,
 )
+from reid_train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "synthetic_tiny.yaml"
@@ -360,7 +360,7 @@ def test_missing_synthetic_root_is_generated(
         calls.append((Path(root).name, seed, getattr(config, "num_train_ids", None)))
         return Path(shutil.copytree(synthetic_root, root))
 
-    monkeypatch.setattr(engine_module, "make_synthetic_dataset", fake_generate)
+    monkeypatch.setattr(build_module, "make_synthetic_dataset", fake_generate)
     data = tmp_path / "fresh" / "synthetic"
     cfg = tiny(
         data, "optim.epochs=1", "data.synthetic_seed=7", "data.synthetic_options.num_train_ids=9"

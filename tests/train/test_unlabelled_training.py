@@ -14,8 +14,8 @@ import torch
 
 from reid_eval.datasets import load_dataset
 from reid_train.config import ConfigError, load_config
-from reid_train.engine import Trainer
 from reid_train.pseudo_labels import PseudoLabeler
+from reid_train.trainer import Trainer
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
 

@@ -1,9 +1,10 @@
 """Training engine for unsupervised person re-identification on HuggingFace Accelerate.
 
-Baseline, PPLR, PPLR with the camera loss, and DCLS, driven by typed configs. The engine:
-:class:`Trainer` (one run: setup, epochs, evaluation, checkpoints) and :func:`train` (run a
-config, return one metrics record per evaluation), from :mod:`reid_train.engine`, which is
-imported on first use, so that ``import reid_train`` does not load Accelerate. Building blocks:
+Baseline, PPLR, PPLR with the camera loss, DCLS and Cluster Contrast, driven by typed configs.
+The trainer: :class:`Trainer` (one run: setup, epochs, hooks for evaluation, history and
+checkpoints) and :func:`train` (run a config, return one metrics record per evaluation), from
+:mod:`reid_train.trainer`, which is imported on first use, so that ``import reid_train`` does
+not load Accelerate. Building blocks:
 
 * :mod:`reid_train.config` — :class:`TrainConfig` (typed sections), :func:`load_config` with
   ``key=value`` overrides, :func:`save_config`;
@@ -12,15 +13,17 @@ imported on first use, so that ``import reid_train`` does not load Accelerate. B
 * :mod:`reid_train.sampler` — :class:`PKBatchSampler`, the distributed-aware P×K sampler;
 * :mod:`reid_train.losses` — :func:`soft_triplet_loss` (PPLR Eq. 3), :func:`camera_proxies` and
   :func:`camera_proxy_loss` (PPLR Eq. 4);
-* :mod:`reid_train.methods` — one module per training recipe (baseline, pplr + pplr_cam, dcls)
-  and their registry;
+* :mod:`reid_train.methods` — one module per training recipe (baseline, pplr + pplr_cam, dcls,
+  cluster_contrast) and their registry;
 * :mod:`reid_train.label_noise` — controlled label noise (``cluster.labels:
   noisy_ground_truth``).
 
-Beside the epoch loop of :mod:`reid_train.engine`: :mod:`reid_train.distributed` (sharded feature
-extraction and gathering), :mod:`reid_train.run_folder` (what a
-run writes into its folder, and the folder's rules), :mod:`reid_train.reporting` (console,
-TensorBoard, plots).
+Beside the epoch loop of :mod:`reid_train.trainer`: :mod:`reid_train.build` (dataset, model,
+optimizer, schedule), :mod:`reid_train.pseudo_labels` (each epoch's labels),
+:mod:`reid_train.hooks` (evaluation, history, checkpoints), :mod:`reid_train.distributed`
+(sharded feature extraction and gathering), :mod:`reid_train.run_folder` (what a run writes
+into its folder, and the folder's rules), :mod:`reid_train.reporting` (console, trackers,
+plots). :mod:`reid_train.engine` is the trainer's former name, kept for old imports.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -67,7 +70,7 @@ from reid_train.losses import (
 from reid_train.sampler import PKBatchSampler, TooFewIdentitiesError, epoch_generator
 
 if TYPE_CHECKING:
-    from reid_train.engine import Trainer, train
+    from reid_train.trainer import Trainer, train
 
 __version__ = "0.4.0"
 
@@ -112,18 +115,18 @@ __all__ = [
     "train",
 ]
 
-_ENGINE_NAMES = ("Trainer", "train")
+_TRAINER_NAMES = ("Trainer", "train")
 
 
 def __getattr__(name: str) -> Any:
-    """``Trainer`` and ``train`` come from :mod:`reid_train.engine`, imported on first use."""
-    if name in _ENGINE_NAMES:
-        from reid_train import engine
+    """``Trainer`` and ``train`` come from :mod:`reid_train.trainer`, imported on first use."""
+    if name in _TRAINER_NAMES:
+        from reid_train import trainer
 
-        value = globals()[name] = getattr(engine, name)
+        value = globals()[name] = getattr(trainer, name)
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_ENGINE_NAMES))
+    return sorted(set(globals()) | set(_TRAINER_NAMES))

@@ -140,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .config import ConfigError, find_config, load_config
     from .data import BadImagesError
-    from .engine import TrainingDivergedError, train
     from .run_folder import RunDirError
+    from .trainer import TrainingDivergedError, train
 
     try:
         config = load_config(find_config(args.config), args.overrides)

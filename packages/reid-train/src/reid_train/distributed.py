@@ -5,26 +5,37 @@ Every process extracts the features of its shard of the images; the shards are g
 every process, in the order of the records, and stay on the training device
 (``Accelerator.device``: the GPU of a GPU run). :func:`broadcast_from_main` gives every
 process the main process's tensor (the epoch's labels, the method's per-image tensors, the
-best mAP).
+best mAP); :func:`on_main` runs a job on the main process and raises its failure on every
+process.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
+from accelerate.utils import broadcast, broadcast_object_list
 from tqdm.auto import tqdm
 
 from reid_backbones import ReIDModel
 from reid_eval import ImageRecord
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import build_extract_loader
+from .run_folder import RunDirError
 
-__all__ = ["broadcast_from_main", "broadcast_tensors", "extract_features", "shard_indices"]
+__all__ = [
+    "broadcast_from_main",
+    "broadcast_tensors",
+    "extract_features",
+    "on_main",
+    "shard_indices",
+]
+
+T = TypeVar("T")
 
 
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -118,8 +129,6 @@ def broadcast_tensors(
     then each tensor (on ``device``). With one process, ``tensors`` itself."""
     if acc.num_processes == 1:
         return tensors
-    from accelerate.utils import broadcast_object_list
-
     meta = [{k: (tuple(t.shape), t.dtype) for k, t in tensors.items()}]
     broadcast_object_list(meta, from_process=0)
     out = {}
@@ -129,3 +138,22 @@ def broadcast_tensors(
         else:
             out[name] = broadcast_from_main(acc, torch.zeros(shape, dtype=dtype, device=device))
     return out
+
+
+def on_main(acc: Accelerator, job: Callable[[], T]) -> T | None:
+    """Run ``job`` on the main process (None elsewhere); a :class:`RunDirError` or
+    :class:`ConfigError` it raises is raised on every process (the others would otherwise wait
+    forever at their next collective)."""
+    failure: list[Any] = [None]
+    result = None
+    if acc.is_main_process:
+        try:
+            result = job()
+        except (RunDirError, ConfigError) as e:
+            failure = [(type(e).__name__, str(e))]
+    if acc.num_processes > 1:
+        broadcast_object_list(failure, from_process=0)
+    if failure[0] is not None:
+        kind, message = failure[0]
+        raise (ConfigError if kind == "ConfigError" else RunDirError)(message)
+    return result

@@ -51,7 +51,7 @@ __all__ = [
 
 
 class TrainerView(Protocol):
-    """What a hook sees of the run (:class:`reid_train.engine.Trainer` provides it)."""
+    """What a hook sees of the run (:class:`reid_train.trainer.Trainer` provides it)."""
 
     cfg: Any  # the run's TrainConfig
     acc: Accelerator

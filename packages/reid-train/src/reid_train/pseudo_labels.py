@@ -55,7 +55,7 @@ for the centroids) and wait for the broadcast.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -68,11 +68,20 @@ from reid_clustering import (
     dbscan_clustering,
     pseudo_label_quality,
 )
+from reid_eval import ImageRecord
 
 from .config import ConfigError, TrainConfig
+from .data import BadImagesError
 from .label_noise import NoisyLabels, noisy_labels, relabel
 
-__all__ = ["PseudoLabeler", "ground_truth_labels", "sparse_path", "training_set_problems"]
+__all__ = [
+    "PseudoLabeler",
+    "check_readable",
+    "check_training_split",
+    "ground_truth_labels",
+    "sparse_path",
+    "training_set_problems",
+]
 
 
 class PseudoLabeler:
@@ -217,6 +226,27 @@ def training_set_problems(config: TrainConfig, pids: np.ndarray) -> list[str]:
         f"{d.num_instances} per process) and the labels never change; train on more "
         "identities or lower data.batch_size"
     ]
+
+
+def check_training_split(config: TrainConfig, pids: np.ndarray, method_problems: list[str]) -> None:
+    """Refuse, before the run folder exists, a training split that the label source or the
+    method cannot use (no identities for a fixed label source; fewer images than a k):
+    :func:`training_set_problems` and the method's own ``method_problems``."""
+    if config.cluster.labels != "dbscan":
+        ground_truth_labels(pids, config.cluster.labels)
+    problems = [*training_set_problems(config, pids), *method_problems]
+    if problems:
+        raise ConfigError("the training split is too small:\n  - " + "\n  - ".join(problems))
+
+
+def check_readable(valid: torch.Tensor, records: Sequence[ImageRecord]) -> None:
+    """Refuse an epoch none of whose training images could be read (``valid``: ``[N]`` bool)."""
+    if not bool(valid.any()):
+        examples = ", ".join(f"'{r.path}'" for r in records[:3])
+        raise BadImagesError(
+            f"none of the {valid.numel()} training images could be read (e.g. {examples}): "
+            "they are corrupt or not images; check data.data_root (replace or delete them)"
+        )
 
 
 def ground_truth_labels(pids: np.ndarray, mode: str = "ground_truth") -> np.ndarray:

@@ -1,6 +1,6 @@
 """What a training recipe is: the interface between the trainer and one method.
 
-The trainer (:mod:`reid_train.engine`) runs the same epoch for every method (docs/design.md,
+The trainer (:mod:`reid_train.trainer`) runs the same epoch for every method (docs/design.md,
 "One training epoch"): extract features, make pseudo labels, initialise the classifiers, train
 P×K batches, evaluate. A :class:`Method` supplies what differs, each through one hook that gets
 the epoch's :class:`~reid_train.epoch.EpochRecord`:
