@@ -8,12 +8,16 @@ The features are held only until the classifiers and the method's per-epoch stat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from reid_clustering import cluster_statistics
 
 if TYPE_CHECKING:
     from reid_clustering import DBSCANResult
@@ -79,6 +83,30 @@ class EpochRecord:
         """Indices of the readable images (the rows the clustering saw, in order)."""
         assert self.valid is not None
         return self.valid.nonzero().flatten()
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """``times[phase]``: the wall time of the ``with`` block."""
+        start = time.perf_counter()
+        yield
+        self.times[phase] = time.perf_counter() - start
+
+    def set_labels(self, labels: torch.Tensor) -> None:
+        """The epoch's pseudo labels ``[N]`` (-1: outlier) and their counts: ``clusters`` and
+        ``outliers`` (:func:`reid_clustering.cluster_statistics`), and K = max + 1."""
+        stats = cluster_statistics(labels)
+        self.labels, self.clusters, self.outliers = labels, stats.num_clusters, stats.num_outliers
+        self.num_clusters = int(labels.max()) + 1 if labels.numel() else 0
+
+    def skip_reason(self, identities_per_batch: int) -> str:
+        """Why the epoch cannot train on its labels ("" when it can): no cluster, or fewer
+        clusters than the P identities of a batch."""
+        k = self.num_clusters
+        if k == 0:
+            return "every sample is an outlier: epoch skipped"
+        if k < identities_per_batch:
+            return f"{k} clusters < {identities_per_batch} identities per batch: epoch skipped"
+        return ""
 
     def release_features(self) -> None:
         """Drop the features and the clustering (the batches never read them)."""

@@ -109,6 +109,18 @@ class PseudoLabeler:
         self._noisy: NoisyLabels | None = None  # noisy_ground_truth: drawn once
         self._dense_refused = False  # warned once that cluster.sparse=false was overridden
 
+    def epoch_labels(
+        self, feats: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, DBSCANResult | None]:
+        """The epoch's labels of every training image, ``[N]`` int64 on the CPU (the sampler
+        reads them; -1 for outliers and the unreadable images, ``valid`` False), and the
+        clustering when DBSCAN made them."""
+        keep = valid.nonzero().flatten()
+        found, clustering = self.labels(feats, keep)
+        labels = torch.full((feats.shape[0],), -1, dtype=torch.int64)
+        labels[keep.cpu()] = torch.from_numpy(found)
+        return labels, clustering
+
     def labels(
         self, feats: torch.Tensor, keep: torch.Tensor
     ) -> tuple[np.ndarray, DBSCANResult | None]:

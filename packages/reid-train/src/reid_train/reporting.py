@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ from tqdm.auto import tqdm
 
 from . import registry
 from .config import ConfigError
+from .hooks import due
 from .run_folder import HISTORY_FILE
 
 if TYPE_CHECKING:
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOGGER",
+    "BatchProgress",
     "Reporter",
     "epoch_line",
     "epoch_scalars",
@@ -81,6 +86,13 @@ class Reporter:
         if self.is_main:
             warnings.warn(text, RuntimeWarning, stacklevel=stacklevel + 1)
             LOGGER.warning(text)
+
+    def batches(
+        self, loader: Iterable[Any], epoch: int, iters: int, log_every: int, batch_images: int
+    ) -> BatchProgress:
+        """The console of an epoch's batch loop over ``loader`` (:class:`BatchProgress`);
+        ``batch_images``: the images of one step over every process."""
+        return BatchProgress(self, loader, epoch, iters, log_every, batch_images)
 
     def iteration(self, epoch: int, step: int, iters: int, means: dict[str, float], lr: float,
                   images_per_s: float) -> None:  # fmt: skip
@@ -159,6 +171,42 @@ _RUN_NAME_KWARGS: dict[str, Any] = {
     "wandb": lambda name: {"name": name},
     "mlflow": lambda name: {"run_name": name},
 }
+
+
+class BatchProgress:
+    """An epoch's batch loop as its user sees it: a progress bar (main process, on a terminal)
+    with the running mean of each loss term, and every ``log_every`` iterations the line of
+    :meth:`Reporter.iteration`. Iterate over it for the batches; :meth:`add` each step's terms;
+    :meth:`means` gives the epoch's mean of each term over its ``iters`` iterations."""
+
+    def __init__(
+        self, report: Reporter, loader: Iterable[Any], epoch: int, iters: int, log_every: int,
+        batch_images: int,
+    ) -> None:  # fmt: skip
+        hidden = None if report.is_main else True  # tqdm: None = shown on a terminal
+        self.bar = tqdm(loader, desc=f"epoch {epoch}", disable=hidden, leave=False)
+        self.report, self.epoch, self.iters, self.every = report, epoch, iters, log_every
+        self.batch_images = batch_images
+        self.totals: dict[str, float] = defaultdict(float)
+        self.started = time.perf_counter()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.bar)
+
+    def add(self, step: int, terms: dict[str, Any], lr: float) -> None:
+        """Step ``step``'s loss terms (tensors or numbers); the bar and, when due, the log line."""
+        for name, value in terms.items():
+            self.totals[name] += float(value.detach() if hasattr(value, "detach") else value)
+        if due(step, self.every, last=False):
+            means = {k: v / (step + 1) for k, v in self.totals.items()}
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+            seen = (step + 1) * self.batch_images
+            speed = seen / max(time.perf_counter() - self.started, 1e-9)
+            self.report.iteration(self.epoch, step, self.iters, means, lr, speed)
+
+    def means(self) -> dict[str, float]:
+        """Each term's mean over the epoch's ``iters`` iterations."""
+        return {k: v / self.iters for k, v in self.totals.items()}
 
 
 def tracker_names(tensorboard: bool | None, log_with: list[str]) -> list[str]:

@@ -22,9 +22,7 @@ warnings and trackers from :mod:`reid_train.reporting`.
 from __future__ import annotations
 
 import os
-import time
 import warnings
-from collections import defaultdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,9 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from reid_backbones import ReIDModel
-from reid_clustering import cluster_centroids, cluster_statistics
+from reid_clustering import cluster_centroids
 from reid_eval import ImageRecord, ReIDDataset
 
 from . import build
@@ -43,7 +40,7 @@ from .config import TrainConfig, config_to_dict, split_batch
 from .data import build_train_loader, record_ids
 from .distributed import broadcast_from_main, broadcast_tensors, extract_features, on_main
 from .epoch import EpochRecord
-from .hooks import EvaluationHook, Hook, default_hooks, due
+from .hooks import EvaluationHook, Hook, default_hooks
 from .methods import Method
 from .methods import get as get_method
 from .pseudo_labels import PseudoLabeler, check_readable, check_training_split
@@ -125,12 +122,17 @@ class Trainer:
         self.start_epoch, self.best_map, self.best_epoch, self.trained_epochs = 0, -1.0, -1, 0
         try:
             hosts = process_hosts(self.acc)  # a collective: every process, for the lock
-            on_main(self.acc, lambda: self._claim_run_dir(overwrite, hosts))
+            self._lock = on_main(self.acc, lambda: claim_run_dir(
+                self.out, config, resume=resume, overwrite=overwrite, say=self._print, hosts=hosts
+            ))  # fmt: skip
             self.report.open_log(self.out / LOG_FILE)  # train.log: every line from here on
             self._print(build.run_summary(config, self.out, self.acc))
             self._print(batch)
-            if resume:
-                self._load_state()
+            if resume:  # state/: put in place by claim_run_dir
+                saved = load_state(self.acc, self.out)
+                self.start_epoch, self.trained_epochs = saved.epoch + 1, saved.trained_epochs
+                self.best_map, self.best_epoch = saved.best_map, saved.best_epoch
+                self._print(f"resumed from '{self.out / STATE_DIR}' after epoch {saved.epoch}")
             self.acc.wait_for_everyone()
         except BaseException:
             self.close()
@@ -140,21 +142,6 @@ class Trainer:
         self.labeler = PseudoLabeler(
             config, self.train_pids, self.train_camids, families, self._print, self._warn
         )
-
-    def _claim_run_dir(self, overwrite: bool, hosts: list[str]) -> None:
-        """Main process: lock the run folder (with every node's host), then prepare it for a
-        new or a resumed run."""
-        self._lock = claim_run_dir(
-            self.out, self.cfg, resume=self.resume, overwrite=overwrite, say=self._print,
-            hosts=hosts,
-        )  # fmt: skip
-
-    def _load_state(self) -> None:
-        saved = load_state(self.acc, self.out)  # state/: put in place by _claim_run_dir
-        self.start_epoch = saved.epoch + 1
-        self.best_map, self.best_epoch = saved.best_map, saved.best_epoch
-        self.trained_epochs = saved.trained_epochs
-        self._print(f"resumed from '{self.out / STATE_DIR}' after epoch {saved.epoch}")
 
     def close(self) -> None:
         """Release the run folder's lock (done by :meth:`fit` when it ends, however it ends)."""
@@ -191,45 +178,38 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         record = EpochRecord(epoch=epoch, device=device, gather=self.acc.gather, lr=lr)
         record.camids = self.train_camids
-        start = time.perf_counter()
-        parts = self.method.needs_parts(self.net.num_parts)
-        record.feats, record.parts, record.valid = self._extract(self.train_records, parts)
-        record.times["extract"] = time.perf_counter() - start
-        start = time.perf_counter()
-        self._pseudo_labels(record)
-        record.times["cluster"] = time.perf_counter() - start
-        start = time.perf_counter()
-        k, batch_ids = record.num_clusters, cfg.data.batch_size // cfg.data.num_instances
-        if k == 0:
-            record.note = "every sample is an outlier: epoch skipped"
-        elif k < batch_ids:
-            record.note = f"{k} clusters < {batch_ids} identities per batch: epoch skipped"
-        else:
-            try:
-                assert record.labels is not None
-                loader = build_train_loader(
-                    self.train_records, record.labels.numpy(), cfg.data, iters=cfg.optim.iters,
-                    seed=cfg.runtime.seed, epoch=epoch, num_replicas=self.acc.num_processes,
-                    rank=self.acc.process_index, max_bad_images=cfg.runtime.max_bad_images,
-                    device=device,
-                )  # fmt: skip
-                if self.method.uses_classifiers:
-                    _load_centroids(self.net, record)
-                record.tensors = {name: t.to(device) for name, t in record.tensors.items()}
-                self.method.setup_epoch(record)
-                record.release_features()  # the batches never read them: free the memory
-                self._train_epoch(loader, record)
-                record.trained = True
-                self.trained_epochs += 1
-            except TooFewIdentitiesError as e:
-                record.note = f"epoch skipped: {e}"
-        record.release_features()
-        if record.note:
-            self._warn(f"epoch {epoch}: {record.note}")
-        with warnings.catch_warnings():  # a skipped epoch steps the schedule without training
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            self.scheduler.step()
-        record.times["train"] = time.perf_counter() - start
+        with record.timed("extract"):
+            parts = self.method.needs_parts(self.net.num_parts)
+            record.feats, record.parts, record.valid = self._extract(self.train_records, parts)
+        with record.timed("cluster"):
+            self._pseudo_labels(record)
+        with record.timed("train"):
+            record.note = record.skip_reason(cfg.data.batch_size // cfg.data.num_instances)
+            if not record.note:
+                try:
+                    assert record.labels is not None
+                    loader = build_train_loader(
+                        self.train_records, record.labels.numpy(), cfg.data,
+                        iters=cfg.optim.iters, seed=cfg.runtime.seed, epoch=epoch,
+                        num_replicas=self.acc.num_processes, rank=self.acc.process_index,
+                        max_bad_images=cfg.runtime.max_bad_images, device=device,
+                    )  # fmt: skip
+                    if self.method.uses_classifiers:
+                        _load_centroids(self.net, record)
+                    record.tensors = {name: t.to(device) for name, t in record.tensors.items()}
+                    self.method.setup_epoch(record)
+                    record.release_features()  # the batches never read them: free the memory
+                    self._train_epoch(loader, record)
+                    record.trained = True
+                    self.trained_epochs += 1
+                except TooFewIdentitiesError as e:
+                    record.note = f"epoch skipped: {e}"
+            record.release_features()
+            if record.note:
+                self._warn(f"epoch {epoch}: {record.note}")
+            with warnings.catch_warnings():  # a skipped epoch steps the schedule untrained
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                self.scheduler.step()
         return record
 
     def _pseudo_labels(self, record: EpochRecord) -> None:
@@ -242,28 +222,23 @@ class Trainer:
         labels = torch.full((feats.shape[0],), -1, dtype=torch.int64)  # CPU: the sampler's
         tensors: dict[str, torch.Tensor] = {}
         if self.acc.is_main_process:
-            keep = valid.nonzero().flatten()
-            found, record.clustering = self.labeler.labels(feats, keep)
-            labels[keep.cpu()] = torch.from_numpy(found)
+            labels, record.clustering = self.labeler.epoch_labels(feats, valid)
             record.labels = labels
             tensors = self.method.on_epoch_start(record)
             record.clustering = None  # its normalised copy of the features: not needed now
-        record.labels = self._broadcast(labels)
+        record.set_labels(self._broadcast(labels))
         record.tensors = broadcast_tensors(self.acc, tensors, feats.device)
-        stats = cluster_statistics(record.labels)
-        record.clusters, record.outliers = stats.num_clusters, stats.num_outliers
-        record.num_clusters = int(record.labels.max()) + 1 if record.labels.numel() else 0
         if self.acc.is_main_process:
             record.quality = self.labeler.quality(record.labels)
 
     def _train_epoch(self, loader: Any, record: EpochRecord) -> None:
-        cfg, device = self.cfg, self.acc.device
-        totals: dict[str, float] = defaultdict(float)
-        digest, started = 0, time.perf_counter()
+        cfg, device, digest = self.cfg, self.acc.device, 0
         self.model.train()
-        hidden = None if self.acc.is_main_process else True  # tqdm: None = shown on a tty
-        bar = tqdm(loader, desc=f"epoch {record.epoch}", disable=hidden, leave=False)
-        for step, batch in enumerate(bar):
+        progress = self.report.batches(
+            loader, record.epoch, cfg.optim.iters, cfg.runtime.log_every,
+            cfg.data.batch_size * self.acc.num_processes,
+        )  # fmt: skip
+        for step, batch in enumerate(progress):
             images = batch["image"].to(device, non_blocking=True)
             if cfg.runtime.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -280,15 +255,8 @@ class Trainer:
                 self.acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
             self.method.after_step(out, targets, batch, record)
-            for name, value in terms.items():
-                totals[name] += float(value.detach())
-            if due(step, cfg.runtime.log_every, last=False):
-                means = {k: v / (step + 1) for k, v in totals.items()}
-                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
-                seen = (step + 1) * cfg.data.batch_size * self.acc.num_processes
-                speed = seen / max(time.perf_counter() - started, 1e-9)
-                self.report.iteration(record.epoch, step, cfg.optim.iters, means, record.lr, speed)
-        record.losses = {k: v / cfg.optim.iters for k, v in totals.items()}
+            progress.add(step, terms, record.lr)
+        record.losses = progress.means()
         record.batch_digests = self.acc.gather(torch.tensor([digest], device=device)).tolist()
 
     def _extract(
