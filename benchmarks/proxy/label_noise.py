@@ -53,7 +53,7 @@ noise and seed), e.g. the table's runs and a later sweep's rows:
 
 ``--json OUT`` writes ``{"runs": [{"row", "noise", "seed", "mAP", "rank1", "realised_noise",
 "noise_counts": {"rate", "merged", "split", "outliers", ..., "describe"}, "noise_logged",
-"pairwise_precision", "pairwise_recall", "compute_s", "epochs": [...]}, ...]}``
+"pairwise_precision", "pairwise_recall", "compute_s", "commit", "epochs": [...]}, ...]}``
 (``realised_noise``: what the run's history recorded; the script checks that it is the
 ``noisy_labels`` rate of its noise and seed, and ``noise_logged``: that the run's stdout.log
 holds the counts line ``describe`` of ``noisy_labels`` now).

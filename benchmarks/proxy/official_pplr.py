@@ -231,7 +231,7 @@ def run_ours(args, row: SideRow, seed: int, target: Path, pre: Path, work: Path)
     epochs = epochs_of(PPLR, extra)
     done = finished(out, epochs, optim_of(PPLR, extra))
     if done is not None or args.only_finished:
-        return done if done is None else {**done, "commit": trained_by(out)}
+        return done
     reid_train(PPLR, out, [
         *BUDGET, *row.ours, f"data.data_root={target}", f"data.synthetic_seed={args.target_seed}",
         f"model.pretrained={pre / 'last'}", f"runtime.seed={seed}", *extra,
@@ -239,7 +239,7 @@ def run_ours(args, row: SideRow, seed: int, target: Path, pre: Path, work: Path)
     drop_checkpoints(out)
     done = finished(out, epochs)
     assert done is not None, f"{out} did not finish"
-    return {**done, "commit": trained_by(out)}
+    return done
 
 
 def run_all(args, rows: list[SideRow]) -> list[dict]:  # noqa: ANN001

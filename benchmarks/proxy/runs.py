@@ -70,7 +70,8 @@ def trained_by(out: Path) -> str | None:
 
 
 def finished(out: Path, epochs: int, optim: dict | None = None) -> dict | None:
-    """The run's record for --json, or None if it did not finish.
+    """The run's record for --json, or None if it did not finish; its ``commit``: the code that
+    trained it (:func:`trained_by`, None when unknown).
 
     ``optim``: the schedule the run must have used (the config's ``optim`` section); a finished
     run with another one belongs to another regime and stops the sweep rather than being reused.
@@ -105,7 +106,7 @@ def finished(out: Path, epochs: int, optim: dict | None = None) -> dict | None:
     compute = sum(sum(h["times"].values()) for h in history)
     return {
         "mAP": 100 * last[-1]["mAP"], "rank1": 100 * last[-1]["rank1"], "epochs": epochs_out,
-        "compute_s": compute,
+        "compute_s": compute, "commit": trained_by(out),
     }  # fmt: skip
 
 
