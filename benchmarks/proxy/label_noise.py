@@ -46,10 +46,12 @@ repository root:
 
 ``--from-json FILE [FILE ...]`` trains nothing and needs no run folder: the tables (and the
 plot) from record files, merged in order (a later run replaces an earlier one of the same row,
-noise and seed), e.g. the table's runs and a later sweep's rows:
+noise and seed). ``--part TEXT`` makes a table of its own (its own section and heading), for
+rows run apart from the main table with their own CE, as the Cluster Contrast rows were:
 
-    python -m benchmarks.proxy.label_noise --from-json benchmarks/results/label_noise_t0_s100.json \
-        benchmarks/results/label_noise_cluster_contrast_t0_s100.json
+    python -m benchmarks.proxy.label_noise --from-json \
+        benchmarks/results/label_noise_cluster_contrast_t0_s100.json --rows CE "Cluster Contrast" \
+        --part "Cluster Contrast" --plot docs/label_noise_cluster_contrast.png
 
 ``--json OUT`` writes ``{"runs": [{"row", "noise", "seed", "mAP", "rank1", "realised_noise",
 "noise_counts": {"rate", "merged", "split", "outliers", ..., "describe"}, "noise_logged",
@@ -523,6 +525,7 @@ def main() -> int:
         invocation = f"this invocation ran {took:.0f} min, reusing every run already finished"
         where = f"Machine: {machine()}."
     part = f": {args.part}" if args.part else ""
+    only = f" This table: {', '.join(rows)}." if len(rows) < len(ROWS) else ""
     body = f"""## Label refinement under controlled label noise ({pair}){part}
 
 The claim under test: label refinement (PPLR's AALS + PGLR, DCLS's dynamic smoothing) makes
@@ -537,7 +540,7 @@ t interval). Rows: CE and constant LS (ε 0.1) on `{BASELINE}`; PPLR (AALS + PGL
 model: no AALS, PGLR or part smoothing) on `{PPLR}`; DCLS (full) and CE (DCLS model: no local
 or global smoothing) on `{DCLS}`; Cluster Contrast on `{CLUSTER_CONTRAST}`. Each refinement
 is compared with plain CE on its own model (Cluster Contrast with CE: the same backbone, a
-classifier in place of the memory); one evaluation after the last epoch. Seeds
+classifier in place of the memory); one evaluation after the last epoch.{only} Seeds
 {", ".join(map(str, args.seeds))}.{extra} Regenerate with `{command}`; the runs took
 {compute / 60:.0f} min of compute (wall time of their epochs, including any other load on the
 machine; median run {median_run:.0f} s; {invocation}).
