@@ -105,6 +105,22 @@ def _timed(fn: Callable[[], Any], x: torch.Tensor) -> tuple[float, Any]:
     return timed(fn, x.device)
 
 
+def interleaved(
+    first: Callable[[], Any], second: Callable[[], Any], x: torch.Tensor, repeats: int
+) -> tuple[list[float], list[float], Any, Any]:
+    """Each of two functions timed ``repeats`` times, alternately (so a change of machine load
+    reaches both alike), after one warm-up call of each (allocator, thread pool, caches): the
+    two lists of seconds and each function's last output."""
+    first(), second()
+    t_first, t_second, out_first, out_second = [], [], None, None
+    for _ in range(repeats):
+        t, out_first = _timed(first, x)
+        t_first.append(t)
+        t, out_second = _timed(second, x)
+        t_second.append(t)
+    return t_first, t_second, out_first, out_second
+
+
 def neighbour_agreement(
     x: torch.Tensor,
     ours: tuple[torch.Tensor, torch.Tensor],
@@ -192,13 +208,7 @@ def measure(n: int, dim: int, args: argparse.Namespace, condition: str) -> dict[
     if busy is not None:
         busy.__enter__()
     try:
-        ours(), plain()  # warm-up (allocator, thread pool, caches)
-        t_ours, t_plain = [], []
-        for _ in range(args.repeats):
-            t, out_ours = _timed(ours, x)
-            t_ours.append(t)
-            t, out_plain = _timed(plain, x)
-            t_plain.append(t)
+        t_ours, t_plain, out_ours, out_plain = interleaved(ours, plain, x, args.repeats)
     finally:
         if busy is not None:
             busy.__exit__(None, None, None)
@@ -340,13 +350,7 @@ def measure_jaccard(args: argparse.Namespace) -> dict[str, Any]:
     def dense() -> np.ndarray:
         return dense_numpy_labels(x, args.eps, args.k1, args.k2)
 
-    ours(), dense()  # warm-up
-    t_ours, t_dense = [], []
-    for _ in range(args.repeats):
-        t, labels_ours = _timed(ours, xt)
-        t_ours.append(t)
-        t, labels_dense = _timed(dense, xt)
-        t_dense.append(t)
+    t_ours, t_dense, labels_ours, labels_dense = interleaved(ours, dense, xt, args.repeats)
     med_ours, med_dense = statistics.median(t_ours), statistics.median(t_dense)
     from sklearn.metrics import adjusted_rand_score
 
