@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, shown, write_section
+from benchmarks.common import ROOT, write_section
 from benchmarks.proxy.rows import (
     ABLATION_ROWS,
     SOURCE_CONFIG,
@@ -53,11 +53,13 @@ from benchmarks.proxy.rows import (
 from benchmarks.proxy.runs import (
     BUDGET,
     add_extra_argument,
+    add_from_json_argument,
     drop_checkpoints,
     epochs_of,
     finished,
     make_data,
     optim_of,
+    provenance_lines,
     read_runs,
     reid_train,
     source_model,
@@ -236,14 +238,7 @@ def main() -> int:
         help="keep every run's best/ and state/ folders (by default a finished row run keeps "
         "last/ only, about 45 MB)",
     )
-    parser.add_argument(
-        "--from-json",
-        type=Path,
-        nargs="+",
-        metavar="FILE",
-        help="train nothing: the tables from these record files (merged in order; a later "
-        "run replaces an earlier one of the same row and seed), no run folder needed",
-    )
+    add_from_json_argument(parser, "row and seed")
     add_extra_argument(parser)
     args = parser.parse_args()
     rows = chosen_rows(parser, args.rows, ROWS)
@@ -280,19 +275,8 @@ def main() -> int:
         if len(runs) < wanted
         else ""
     )
-    command = "python -m benchmarks.proxy.ablation" + (
-        " --from-json " + " ".join(shown(p) for p in args.from_json) if args.from_json else ""
-    )
-    if args.from_json:
-        invocation = "this table was built from the records, training nothing"
-        where = (
-            "Machine: the runs' (each record names its commit where known); rendered on "
-            f"{machine()}."
-        )
-    else:
-        took = (time.perf_counter() - start) / 60
-        invocation = f"this invocation ran {took:.0f} min, reusing every run already finished"
-        where = f"Machine: {machine()}."
+    took = (time.perf_counter() - start) / 60
+    command, invocation, where = provenance_lines("ablation", args.from_json, runs, took)
     body = f"""## Synthetic proxy: paired-seed ablation ({pair})
 
 Every row: ResNet-18 from the supervised source model (`{SOURCE_CONFIG}`, trained on the source

@@ -49,9 +49,12 @@ plot) from record files, merged in order (a later run replaces an earlier one of
 noise and seed). ``--part TEXT`` makes a table of its own (its own section and heading), for
 rows run apart from the main table with their own CE, as the Cluster Contrast rows were:
 
-    python -m benchmarks.proxy.label_noise --from-json \
-        benchmarks/results/label_noise_cluster_contrast_t0_s100.json --rows CE "Cluster Contrast" \
-        --part "Cluster Contrast" --plot docs/label_noise_cluster_contrast.png
+    python -m benchmarks.proxy.label_noise --from-json \\
+        benchmarks/results/label_noise_cluster_contrast_t0_s100.json --rows CE "Cluster Contrast" \\
+        --part "Cluster Contrast" --plot docs/label_noise_cluster_contrast.png \\
+        --against benchmarks/results/label_noise_t0_s100.json
+
+(``--against FILE``: how far this table's re-run CE reproduces the main table's CE records.)
 
 ``--json OUT`` writes ``{"runs": [{"row", "noise", "seed", "mAP", "rank1", "realised_noise",
 "noise_counts": {"rate", "merged", "split", "outliers", ..., "describe"}, "noise_logged",
@@ -70,7 +73,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, read_jsonl, shown, write_section
+from benchmarks.common import ROOT, read_jsonl, shown, write_section
 from benchmarks.proxy.rows import (
     BASELINE,
     CLUSTER_CONTRAST,
@@ -85,12 +88,13 @@ from benchmarks.proxy.rows import (
 from benchmarks.proxy.runs import (
     BUDGET,
     add_extra_argument,
+    add_from_json_argument,
     drop_checkpoints,
     epochs_of,
     finished,
     make_data,
     optim_of,
-    provenance,
+    provenance_lines,
     read_runs,
     reid_train,
     source_model,
@@ -357,6 +361,29 @@ def recorded_counts(
     return {n: [first[n, s] for s in seeds if (n, s) in first] for n in noise}
 
 
+def against_lines(runs: list[dict], other: list[dict], rows: list[str]) -> list[str]:
+    """For each row that both ``runs`` and the records ``other`` (another sweep of the same
+    noise and seeds, e.g. the main table's) hold: this sweep's mAP minus the other's per noise
+    and seed, and their range; how far a re-run of a row reproduces its earlier records."""
+    theirs = {(r["row"], r["noise"], r["seed"]): r["mAP"] for r in other}
+    lines = []
+    for row in rows:
+        diffs = {
+            (r["noise"], r["seed"]): r["mAP"] - theirs[row, r["noise"], r["seed"]]
+            for r in runs
+            if r["row"] == row and (row, r["noise"], r["seed"]) in theirs
+        }
+        if diffs:
+            shown = ", ".join(
+                f"{100 * n:g} % seed {s} {d:+.2f}" for (n, s), d in sorted(diffs.items())
+            )
+            lines.append(
+                f"* {row}: {min(diffs.values()):+.2f} to {max(diffs.values()):+.2f} mAP over "
+                f"{len(diffs)} runs ({shown})"
+            )
+    return lines
+
+
 def check_shared_noise(runs: list[dict]) -> list[str]:
     """Every run of a (noise, seed) trained on the noisy labels ``noisy_labels`` gives for it
     (so the rows of a seed share them)."""
@@ -449,20 +476,21 @@ def main() -> int:
         help="train nothing: tabulate the runs finished so far (a partial table while the "
         "sweep goes on)",
     )
-    parser.add_argument(
-        "--from-json",
-        type=Path,
-        nargs="+",
-        metavar="FILE",
-        help="train nothing: the tables from these record files (merged in order; a later run "
-        "replaces an earlier one of the same row, noise and seed), no run folder needed",
-    )
+    add_from_json_argument(parser, "row, noise and seed")
     parser.add_argument(
         "--part",
         metavar="TEXT",
         help="a table of its own (its own section of docs/benchmarks.md, named after TEXT, and "
         "TEXT in its heading): for rows run apart from the main table, e.g. a later row with "
         "its own CE re-run",
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="record files of another sweep of the same noise and seeds: for each row both "
+        "hold, the mAP differences (this − that) per run, printed and in the section",
     )
     add_extra_argument(parser)
     args = parser.parse_args()
@@ -491,6 +519,13 @@ def main() -> int:
     if args.json:
         write_runs(args.json, runs, merge=bool(args.from_json))
     table = tables(runs, rows, noise, realised)
+    if args.against:
+        differences = against_lines(runs, read_runs(args.against), rows)
+        files = " ".join(shown(p) for p in args.against)
+        table += (
+            f"\n\nmAP of these runs minus the records of `{files}` (the same noise and seed):"
+            "\n\n" + ("\n".join(differences) or "no row in both")
+        )
     print(table)
     drawn = plot(runs, rows, noise, args.plot) if args.draw else False
     figure = ""
@@ -508,22 +543,13 @@ def main() -> int:
         if len(runs) < wanted
         else ""
     )
-    command = "python -m benchmarks.proxy.label_noise" + (
-        " --from-json " + " ".join(shown(p) for p in args.from_json) if args.from_json else ""
-    )
+    took = (time.perf_counter() - start) / 60
+    command, invocation, where = provenance_lines("label_noise", args.from_json, runs, took)
     if args.part:
         chosen = " ".join(f'"{r}"' if " " in r else r for r in rows)
         command += f' --rows {chosen} --part "{args.part}" --plot {shown(args.plot)}'
-    if args.from_json:
-        invocation = "this table was built from the records, training nothing"
-        where = (
-            f"Code that trained the runs, by commit: {provenance(runs)}. Machine: the runs'; "
-            f"rendered on {machine()}."
-        )
-    else:
-        took = (time.perf_counter() - start) / 60
-        invocation = f"this invocation ran {took:.0f} min, reusing every run already finished"
-        where = f"Machine: {machine()}."
+    if args.against:
+        command += " --against " + " ".join(shown(p) for p in args.against)
     part = f": {args.part}" if args.part else ""
     only = f" This table: {', '.join(rows)}." if len(rows) < len(ROWS) else ""
     body = f"""## Label refinement under controlled label noise ({pair}){part}

@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import ROOT, commit, read_jsonl
+from benchmarks.common import ROOT, commit, machine, read_jsonl, shown
 from benchmarks.proxy.rows import BASELINE, SOURCE_CONFIG
 
 #: What every run adds to its config: one evaluation, after the last epoch, and nothing else.
@@ -199,6 +199,37 @@ def add_extra_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_from_json_argument(parser: argparse.ArgumentParser, key: str) -> None:
+    """``--from-json FILE ...``, the option the ablation and label-noise modules share; ``key``:
+    what makes a run one run there (a later file's run replaces an earlier one with it)."""
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="train nothing: the tables from these record files (merged in order; a later run "
+        f"replaces an earlier one of the same {key}), no run folder needed",
+    )
+
+
+def provenance_lines(
+    module: str, from_json: list[Path] | None, runs: list[dict], minutes: float
+) -> tuple[str, str, str]:
+    """For a section of docs/benchmarks.md: the command that regenerates it (``python -m
+    benchmarks.proxy.<module>``, with ``--from-json`` when the table came from record files),
+    what this invocation did, and where the runs ran (from records: by commit)."""
+    command = f"python -m benchmarks.proxy.{module}"
+    if not from_json:
+        invocation = f"this invocation ran {minutes:.0f} min, reusing every run already finished"
+        return command, invocation, f"Machine: {machine()}."
+    command += " --from-json " + " ".join(shown(p) for p in from_json)
+    where = (
+        f"Code that trained the runs, by commit: {provenance(runs)}. Machine: the runs'; "
+        f"rendered on {machine()}."
+    )
+    return command, "this table was built from the records, training nothing", where
+
+
 # --------------------------------------------------------------------------------------------
 # Record files
 # --------------------------------------------------------------------------------------------
@@ -223,7 +254,16 @@ def read_runs(paths: list[Path]) -> list[dict]:
     earlier one with the same key)."""
     runs: list[dict] = []
     for path in paths:
-        runs = merge_runs(runs, json.loads(Path(path).read_text())["runs"])
+        try:
+            records = json.loads(Path(path).read_text())["runs"]
+        except FileNotFoundError:
+            raise SystemExit(f"{path}: no such record file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise SystemExit(
+                f"{path}: not a record file of the evidence modules (JSON with a 'runs' list, "
+                f"as --json writes): {type(e).__name__}: {e}"
+            ) from None
+        runs = merge_runs(runs, records)
     return runs
 
 

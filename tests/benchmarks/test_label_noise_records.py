@@ -155,3 +155,27 @@ def test_a_part_gets_its_own_section_heading_and_command(
     assert body.startswith("## Label refinement under controlled label noise (target seed 0, "
                            "source seed 100): Cluster Contrast\n")  # fmt: skip
     assert f'--rows CE "Cluster Contrast" --part "Cluster Contrast" --plot {plot}`' in body
+
+
+def test_against_gives_each_shared_rows_differences_per_run() -> None:
+    ours = [
+        _run("CE", 0.0, 1, 61.0),
+        _run("CE", 0.4, 1, 50.5),
+        _run("Cluster Contrast", 0.0, 1, 9.0),
+    ]
+    theirs = [_run("CE", 0.0, 1, 60.0), _run("CE", 0.4, 1, 51.0), _run("CE", 0.4, 2, 1.0)]
+    assert label_noise.against_lines(ours, theirs, ["CE", "Cluster Contrast"]) == [
+        "* CE: -0.50 to +1.00 mAP over 2 runs (0 % seed 1 +1.00, 40 % seed 1 -0.50)"
+    ]
+    assert label_noise.against_lines(ours, [], ["CE"]) == []
+
+
+def test_a_missing_or_foreign_record_file_is_a_clear_error(tmp_path: Path) -> None:
+    from benchmarks.proxy import runs
+
+    with pytest.raises(SystemExit, match="no such record file"):
+        runs.read_runs([tmp_path / "absent.json"])
+    for text in ("not json", json.dumps({"rows": []}), json.dumps([1, 2])):
+        (tmp_path / "x.json").write_text(text)
+        with pytest.raises(SystemExit, match="not a record file of the evidence modules"):
+            runs.read_runs([tmp_path / "x.json"])
