@@ -25,6 +25,8 @@ from .hooks import due
 from .run_folder import HISTORY_FILE
 
 if TYPE_CHECKING:
+    import torch
+
     from .epoch import EpochRecord
 
 __all__ = [
@@ -193,10 +195,10 @@ class BatchProgress:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.bar)
 
-    def add(self, step: int, terms: dict[str, Any], lr: float) -> None:
-        """Step ``step``'s loss terms (tensors or numbers); the bar and, when due, the log line."""
+    def add(self, step: int, terms: dict[str, torch.Tensor], lr: float) -> None:
+        """Step ``step``'s loss terms; the bar and, when due, the log line."""
         for name, value in terms.items():
-            self.totals[name] += float(value.detach() if hasattr(value, "detach") else value)
+            self.totals[name] += float(value.detach())
         if due(step, self.every, last=False):
             means = {k: v / (step + 1) for k, v in self.totals.items()}
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})

@@ -88,7 +88,7 @@ class Trainer:
         hooks: list[Hook] | None = None,
     ) -> None:
         config.validate()
-        self.cfg, self.resume = config, resume
+        self.cfg = config
         self.method: Method = get_method(config.method.name)(config)  # the recipe (methods/)
         self.out = Path(output_dir or config.runtime.output_dir)
         self.acc = accelerator or Accelerator(
